@@ -1,0 +1,6 @@
+//! pssession-operator: PowerShell remote sessions as Kubernetes objects.
+//!
+//! `api` holds the CRD types; `crds` renders them as the manifests checked in under `crds/`.
+
+pub mod api;
+pub mod crds;
