@@ -62,10 +62,10 @@ pub struct PSJobSpec {
     pub script: String,
 
     /// Parameters bound to the script's `param(...)` block by name, keeping their JSON types
-    /// (string, number, bool, list, map).
+    /// (string, number, bool, list, map). Names are PowerShell identifiers; the controller fails a
+    /// job whose names are not (the schema cannot check the keys of a map of untyped values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "parameters_schema")]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))").message("parameter names must be PowerShell identifiers (letters, digits, _; not starting with a digit)"))]
     pub parameters: BTreeMap<String, serde_json::Value>,
 
     /// Stop the script when it has run this long (like a Job's activeDeadlineSeconds).
