@@ -66,8 +66,7 @@ GO
   log "resolving k8s.io/kubernetes v$KUBE_VERSION (staging v$STAGING_MINOR)"
   go mod tidy -e >/dev/null 2>&1 || true
   go mod download
-  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#1.} -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
-  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
+  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
   for b in kube-apiserver kube-controller-manager kubectl; do
     log "building $b"
     go build -tags tools -trimpath -ldflags "$ldflags" -o "$OUT/bin/$b.tmp" "k8s.io/kubernetes/cmd/$b"

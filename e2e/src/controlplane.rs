@@ -28,6 +28,7 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 
 pub use binaries::{Binaries, DEFAULT_KUBE_VERSION, requested_kube_version};
+pub(crate) use namespace::unique_name;
 pub use namespace::{KubectlOutput, TEST_NAMESPACE_LABEL, TEST_PID_LABEL, TestNamespace};
 pub use process::pid_alive;
 

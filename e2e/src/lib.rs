@@ -1,8 +1,9 @@
-//! The end-to-end harness: a real control plane ([`controlplane`]) and, later, real target
-//! hosts for the operator's tests.
+//! The end-to-end harness: a real control plane ([`controlplane`]) and real target hosts
+//! ([`hosts`]) for the operator's tests.
 
 pub mod controlplane;
 pub mod crds;
+pub mod hosts;
 
 pub use controlplane::{
     ControlPlane, KubectlOutput, Options as ControlPlaneOptions, TestNamespace, kubectl_in, test_namespace,

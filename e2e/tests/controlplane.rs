@@ -226,7 +226,7 @@ async fn a_killed_owner_leaves_no_processes_running() -> Result<()> {
         || async { Ok(pids.iter().all(|&p| !pid_alive(p))) },
     )
     .await?;
-    assert!(dir.exists(), "nothing ran to remove {}", dir.display());
+    // Another test's control plane may already have cleaned it up at its start, in parallel.
     e2e::controlplane::clean_stale_dirs();
     assert!(!dir.exists(), "stale {} not cleaned", dir.display());
     Ok(())
