@@ -13,6 +13,21 @@ async fn namespace(prefix: &str) -> TestNamespace {
     test_namespace(prefix).await
 }
 
+/// `kubectl create -f -` of `manifest`, which must succeed.
+async fn create(ns: &TestNamespace, manifest: &str) {
+    let out = ns
+        .kubectl_with_stdin(&["create", "-f", "-"], manifest)
+        .await
+        .expect("kubectl runs");
+    out.ok().unwrap_or_else(|e| panic!("{e}\n{manifest}"));
+}
+
+/// `kubectl args...` in the test namespace, which must succeed; its stdout.
+async fn kubectl_ok(ns: &TestNamespace, args: &[&str]) -> String {
+    let out = ns.kubectl(args).await.expect("kubectl runs");
+    out.ok().unwrap_or_else(|e| panic!("{e}")).to_owned()
+}
+
 fn repo_path(relative: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -344,16 +359,8 @@ async fn invalid_manifests_are_refused_naming_the_field() {
 async fn defaults_are_applied_and_nulls_mean_unset() {
     let ns = namespace("defaults").await;
     let manifest = session_manifest("web01", &format!("{WSMAN}\nport: null\nattach: null"));
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &manifest)
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &job_manifest("j", JOB))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
+    create(&ns, &manifest).await;
+    create(&ns, &job_manifest("j", JOB)).await;
     let session = ns.api::<PSSession>().get("web01").await.expect("get");
     assert_eq!(
         serde_json::to_value(session.spec.transport).expect("ser"),
@@ -374,16 +381,8 @@ async fn defaults_are_applied_and_nulls_mean_unset() {
 async fn immutable_fields_refuse_changes() {
     let ns = namespace("immutable").await;
     let sessions = ns.api::<PSSession>();
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &session_manifest("web01", WSMAN))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &job_manifest("j", JOB))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
+    create(&ns, &session_manifest("web01", WSMAN)).await;
+    create(&ns, &job_manifest("j", JOB)).await;
 
     let cases = [
         (
@@ -444,16 +443,8 @@ fn header(table: &str) -> Vec<String> {
 #[tokio::test]
 async fn kubectl_get_prints_the_design_columns() {
     let ns = namespace("columns").await;
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &session_manifest("web01", WSMAN))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &job_manifest("j", JOB))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
+    create(&ns, &session_manifest("web01", WSMAN)).await;
+    create(&ns, &job_manifest("j", JOB)).await;
 
     // Status as the controller will write it, through the status subresource.
     let expires = "2099-01-01T00:00:00Z";
@@ -473,13 +464,7 @@ async fn kubectl_get_prints_the_design_columns() {
         .await
         .expect("job status subresource takes a patch");
 
-    let table = ns
-        .kubectl(&["get", "pssessions"])
-        .await
-        .expect("runs")
-        .ok()
-        .expect("get")
-        .to_owned();
+    let table = kubectl_ok(&ns, &["get", "pssessions"]).await;
     assert_eq!(
         header(&table),
         [
@@ -507,13 +492,7 @@ async fn kubectl_get_prints_the_design_columns() {
         ]
     );
 
-    let table = ns
-        .kubectl(&["get", "psjobs"])
-        .await
-        .expect("runs")
-        .ok()
-        .expect("get")
-        .to_owned();
+    let table = kubectl_ok(&ns, &["get", "psjobs"]).await;
     assert_eq!(
         header(&table),
         ["NAME", "SESSION", "STATE", "STARTED", "DURATION", "AGE"]
@@ -525,21 +504,9 @@ async fn kubectl_get_prints_the_design_columns() {
     );
 
     // The short name and the category reach the same objects.
-    let short = ns
-        .kubectl(&["get", "pss", "-o", "name"])
-        .await
-        .expect("runs")
-        .ok()
-        .expect("get")
-        .to_owned();
+    let short = kubectl_ok(&ns, &["get", "pss", "-o", "name"]).await;
     assert_eq!(short.trim(), "pssession.psremoting.dev/web01");
-    let category = ns
-        .kubectl(&["get", "psremoting", "-o", "name"])
-        .await
-        .expect("runs")
-        .ok()
-        .expect("get")
-        .to_owned();
+    let category = kubectl_ok(&ns, &["get", "psremoting", "-o", "name"]).await;
     let mut names: Vec<_> = category.lines().collect();
     names.sort();
     assert_eq!(
@@ -555,13 +522,7 @@ async fn kubectl_get_prints_the_design_columns() {
 #[tokio::test]
 async fn kubectl_explain_shows_the_field_docs() {
     let ns = namespace("explain").await;
-    let out = ns
-        .kubectl(&["explain", "pssession.spec"])
-        .await
-        .expect("runs")
-        .ok()
-        .expect("explain")
-        .to_owned();
+    let out = kubectl_ok(&ns, &["explain", "pssession.spec"]).await;
     for text in [
         "computerName",
         "DNS name or IP address",
@@ -571,13 +532,7 @@ async fn kubectl_explain_shows_the_field_docs() {
     ] {
         assert!(out.contains(text), "explain lacks {text:?}:\n{out}");
     }
-    let out = ns
-        .kubectl(&["explain", "psjob.spec.parameters"])
-        .await
-        .expect("runs")
-        .ok()
-        .expect("explain")
-        .to_owned();
+    let out = kubectl_ok(&ns, &["explain", "psjob.spec.parameters"]).await;
     assert!(
         out.contains("param(...)"),
         "explain psjob.spec.parameters:\n{out}"
@@ -587,16 +542,8 @@ async fn kubectl_explain_shows_the_field_docs() {
 #[tokio::test]
 async fn deleting_a_namespace_removes_its_sessions_and_jobs() {
     let ns = namespace("nsdelete").await;
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &session_manifest("web01", WSMAN))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &job_manifest("j", JOB))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
+    create(&ns, &session_manifest("web01", WSMAN)).await;
+    create(&ns, &job_manifest("j", JOB)).await;
     let namespaces = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(ns.client.clone());
     namespaces
         .delete(&ns.name, &DeleteParams::default())
@@ -623,11 +570,7 @@ async fn deleting_a_namespace_removes_its_sessions_and_jobs() {
 #[tokio::test]
 async fn a_job_owned_by_a_deleted_session_is_garbage_collected() {
     let ns = namespace("gc").await;
-    ns.kubectl_with_stdin(&["create", "-f", "-"], &session_manifest("web01", WSMAN))
-        .await
-        .expect("runs")
-        .ok()
-        .expect("created");
+    create(&ns, &session_manifest("web01", WSMAN)).await;
     let sessions = ns.api::<PSSession>();
     let jobs = ns.api::<PSJob>();
     let session = sessions.get("web01").await.expect("get");
