@@ -1,0 +1,71 @@
+//! The target-host harness from Rust, as the remoting client's and controllers' tests will use it:
+//! hosts come up, sshd answers, and a black-holed host hangs (rather than refusing) until released.
+
+use std::time::Duration;
+
+use e2e::hosts::TargetHosts;
+use tokio::{io::AsyncReadExt, net::TcpStream, time::timeout};
+
+/// Reads the SSH server's identification line.
+async fn ssh_banner(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut buf = vec![0u8; 256];
+    let n = stream.read(&mut buf).await?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[tokio::test]
+async fn hosts_come_up_and_faults_bite() {
+    let hosts = TargetHosts::up(2).await.expect("hosts come up");
+    assert_eq!(hosts.state.hosts.len(), 2);
+    let h0 = hosts.host(0).clone();
+    let h1 = hosts.host(1).clone();
+    assert_ne!(h0.address, h1.address);
+    assert!(
+        std::fs::read_to_string(&hosts.state.known_hosts)
+            .expect("known_hosts")
+            .contains(&h0.address)
+    );
+    assert!(h0.peer_socket.exists(), "the host's PSRP peer listens");
+
+    let banner = timeout(Duration::from_secs(10), ssh_banner(h0.ssh_addr().expect("addr")))
+        .await
+        .expect("banner in time")
+        .expect("sshd answers");
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner}");
+
+    hosts.blackhole(&h0.name).await.expect("blackhole");
+    let hung = timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(h0.ssh_addr().expect("addr")),
+    )
+    .await;
+    assert!(
+        hung.is_err(),
+        "a black-holed host must hang, not answer: {hung:?}"
+    );
+    // The other host is untouched.
+    timeout(Duration::from_secs(10), ssh_banner(h1.ssh_addr().expect("addr")))
+        .await
+        .expect("h1 in time")
+        .expect("h1 answers");
+    hosts.unblackhole(&h0.name).await.expect("unblackhole");
+    timeout(Duration::from_secs(10), ssh_banner(h0.ssh_addr().expect("addr")))
+        .await
+        .expect("banner in time after unblackhole")
+        .expect("sshd answers again");
+
+    hosts.sshd_stop(&h0.name).await.expect("sshd-stop");
+    let refused = timeout(
+        Duration::from_secs(5),
+        TcpStream::connect(h0.ssh_addr().expect("addr")),
+    )
+    .await
+    .expect("a stopped sshd refuses at once");
+    assert!(refused.is_err(), "connect to a stopped sshd must be refused");
+    hosts.sshd_start(&h0.name).await.expect("sshd-start");
+    timeout(Duration::from_secs(10), ssh_banner(h0.ssh_addr().expect("addr")))
+        .await
+        .expect("banner in time after restart")
+        .expect("sshd answers after start");
+}
