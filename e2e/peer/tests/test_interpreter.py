@@ -312,10 +312,30 @@ FAIL_CASES = [
 ]
 
 
+STATEMENT_TERMINATING = (E.CommandNotFound, E.ParameterBindingError)
+
+
+def test_statement_terminating_errors_let_the_script_run_on():
+    interpreter, recorder = make()
+    arun(interpreter.run_script("Write-Output 1; Get-Thing; Write-Output 2; Write-Warning; 3"), timeout=10)
+    assert [event[:2] for event in recorder.events] == [
+        ("out", 1), ("error", "CommandNotFoundException"), ("out", 2),
+        ("error", "MissingMandatoryParameter,Microsoft.PowerShell.Commands.WriteWarningCommand"), ("out", 3)]
+
+
 @pytest.mark.parametrize("script,error_type,error_id,text,before", FAIL_CASES,
                          ids=[c[0][:50].replace("\n", " ") for c in FAIL_CASES])
 def test_failures(script, error_type, error_id, text, before):
     interpreter, recorder = make()
+    if error_type in STATEMENT_TERMINATING:
+        # Inside a script PowerShell writes these errors and runs on: the statement fails, the script
+        # completes (HadErrors). The record is the same one a failed AddCommand pipeline carries.
+        arun(interpreter.run_script(script), timeout=10)
+        errors = [event for event in recorder.events if event[0] == "error"]
+        assert errors, recorder.events
+        assert errors[0][1] == error_id and text in errors[0][2], errors
+        assert recorder.events[:len(before)] == before
+        return
     with pytest.raises(E.ScriptError) as caught:
         arun(interpreter.run_script(script), timeout=10)
     error = caught.value

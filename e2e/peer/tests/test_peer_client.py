@@ -158,20 +158,32 @@ def test_throw_fails_the_pipeline_with_an_error_record(peer):
     with_pool(peer, body)
 
 
+def check_command_not_found(record) -> None:
+    assert str(record).startswith("The term 'Get-Service' is not recognized as a name of a cmdlet, "
+                                  "function, script file, or executable program.")
+    assert record.FullyQualifiedErrorId == "CommandNotFoundException"
+    assert record.CategoryInfo.Category == ErrorCategory.ObjectNotFound
+    assert record.CategoryInfo.TargetName == "Get-Service"
+    assert record.Exception.PSTypeNames[0].endswith("System.Management.Automation.CommandNotFoundException")
+
+
 def test_unknown_command_fails_as_command_not_found(peer):
+    """AddCommand of an unknown command fails the pipeline; inside an AddScript script the error is
+    statement-terminating, as in PowerShell: written to the error stream, and the script runs on."""
     async def body(rp):
-        for build in (lambda ps: ps.add_script("Get-Service WinRM"), lambda ps: ps.add_command("Get-Service")):
-            ps = psrp.AsyncPowerShell(rp)
-            build(ps)
-            with pytest.raises(psrp.PipelineFailed) as caught:
-                await asyncio.wait_for(ps.invoke(), TIMEOUT)
-            record = caught.value.error_record
-            assert str(record).startswith("The term 'Get-Service' is not recognized as a name of a cmdlet, "
-                                          "function, script file, or executable program.")
-            assert record.FullyQualifiedErrorId == "CommandNotFoundException"
-            assert record.CategoryInfo.Category == ErrorCategory.ObjectNotFound
-            assert record.CategoryInfo.TargetName == "Get-Service"
-            assert record.Exception.PSTypeNames[0].endswith("System.Management.Automation.CommandNotFoundException")
+        ps = psrp.AsyncPowerShell(rp)
+        ps.add_command("Get-Service")
+        with pytest.raises(psrp.PipelineFailed) as caught:
+            await asyncio.wait_for(ps.invoke(), TIMEOUT)
+        check_command_not_found(caught.value.error_record)
+
+        ps = psrp.AsyncPowerShell(rp)
+        ps.add_script("Get-Service WinRM\nWrite-Output 'after'")
+        output = await asyncio.wait_for(ps.invoke(), TIMEOUT)
+        assert output == ["after"]
+        assert ps.had_errors
+        assert len(ps.streams.error) == 1
+        check_command_not_found(ps.streams.error[0])
 
     with_pool(peer, body)
 

@@ -242,7 +242,12 @@ class Interpreter:
                 value = None if statement.value is None else self._eval(statement.value, scope)
                 raise RuntimeFailure.thrown(value, to_text(value))
             else:
-                await self._run_pipeline(statement, scope, emit)
+                try:
+                    await self._run_pipeline(statement, scope, emit)
+                except (CommandNotFound, ParameterBindingError) as error:
+                    # Statement-terminating inside a script, as in PowerShell: the error record is
+                    # written, the next statement runs, and the pipeline completes with HadErrors.
+                    await self.streams.error(error)
 
     def _assign(self, statement: nodes.Assignment, scope: Scope, value: typing.Any) -> None:
         name = statement.name.lower()
