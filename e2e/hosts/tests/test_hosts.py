@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -318,41 +319,44 @@ def test_down_leaves_nothing_behind(state_dir):
         hostctl.down(state_dir)
 
 
-def test_owner_death_tears_the_run_down(state_dir):
+@contextlib.contextmanager
+def run_with_mortal_owner(state_dir: Path, count: int):
+    """A run owned by a `sleep` the test kills (end_owner) to play a test binary that crashed.
+
+    Yields (state, inodes, owner); the owner is killed and the run downed when the block ends."""
     owner = subprocess.Popen(["sleep", "300"])
     try:
-        state = hostctl.up(state_dir, 1, peer=False, owner_pid=owner.pid)
-        inodes = netns_inodes(state)
+        state = hostctl.up(state_dir, count, peer=False, owner_pid=owner.pid)
+        yield state, netns_inodes(state), owner
     finally:
-        owner.kill()
-        owner.wait()
-    try:
-        wait_for(lambda: hostctl.read_record(state["run_id"]) is None, 30, "the supervisor's teardown")
-        wait_for(lambda: not hostctl.is_running(state["supervisor_pid"]), 10, "the supervisor to exit")
-        assert_run_gone(state, inodes)
-    finally:
+        end_owner(owner)
         hostctl.down(state_dir)
 
 
+def end_owner(owner: subprocess.Popen) -> None:
+    owner.kill()  # a no-op once it has been waited for
+    owner.wait()
+
+
+def test_owner_death_tears_the_run_down(state_dir):
+    with run_with_mortal_owner(state_dir, 1) as (state, inodes, owner):
+        end_owner(owner)
+        wait_for(lambda: hostctl.read_record(state["run_id"]) is None, 30, "the supervisor's teardown")
+        wait_for(lambda: not hostctl.is_running(state["supervisor_pid"]), 10, "the supervisor to exit")
+        assert_run_gone(state, inodes)
+
+
 def test_gc_removes_a_run_whose_owner_and_supervisor_died(state_dir):
-    owner = subprocess.Popen(["sleep", "300"])
-    try:
-        state = hostctl.up(state_dir, 2, peer=False, owner_pid=owner.pid)
-        inodes = netns_inodes(state)
+    with run_with_mortal_owner(state_dir, 2) as (state, inodes, owner):
         # Kill the supervisor first, so nothing cleans up on its own: what a crash leaves behind.
         os.kill(state["supervisor_pid"], signal.SIGKILL)
         os.waitpid(state["supervisor_pid"], 0)  # in-process `up`: the supervisor is our child
         assert hostctl.run_is_dead(state["run_id"]) is False  # the owner still lives
         assert state["run_id"] not in hostctl.gc()["removed_runs"]
-    finally:
-        owner.kill()
-        owner.wait()
-    try:
+        end_owner(owner)
         assert hostctl.run_is_dead(state["run_id"])
         assert state["run_id"] in hostctl.gc()["removed_runs"]
         assert_run_gone(state, inodes)
-    finally:
-        hostctl.down(state_dir)
 
 
 # ------------------------------------------------------------------------------------------------

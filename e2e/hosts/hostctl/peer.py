@@ -1,0 +1,69 @@
+"""The PSRP peer (e2e/peer, written separately): one long-lived process per host."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import HostctlError
+from .network import unix_listening
+from .paths import PEER_DIR, PEER_MAIN, PYTHON_ENV_SCRIPT, SHIM
+from .processes import is_running, read_pid_file, stop_processes
+from .supervisor import fail_if_exited, spawn
+from .util import READY_TIMEOUT, run, wait_until
+
+PYTHON_ENV_TIMEOUT = 900.0  # the first call creates the venv and installs the pins
+
+
+def resolve_peer_python() -> str:
+    """The venv python that has psrpcore, from e2e/python-env.sh (creates the venv on first use)."""
+    override = os.environ.get("PSSO_PEER_PYTHON")
+    if override:
+        return override
+    out = run(["bash", str(PYTHON_ENV_SCRIPT)], timeout=PYTHON_ENV_TIMEOUT).stdout.strip().splitlines()
+    if not out:
+        raise HostctlError(f"{PYTHON_ENV_SCRIPT} printed no venv path")
+    return f"{out[-1]}/bin/python"
+
+
+def check_peer_installed() -> None:
+    if not PEER_MAIN.is_file():
+        raise HostctlError(f"PSRP peer not found ({PEER_MAIN}); pass --no-peer to start hosts without it")
+    if not os.access(SHIM, os.X_OK):
+        raise HostctlError(f"subsystem shim {SHIM} missing or not executable; pass --no-peer")
+
+
+def spawn_peer(state: dict, host: dict) -> None:
+    peer = host["peer"]
+    Path(peer["socket"]).unlink(missing_ok=True)
+    Path(peer["pid_file"]).unlink(missing_ok=True)
+    argv = ["ip", "netns", "exec", host["netns"], state["peer_python"], "-m", "psrp_peer",
+            "--socket", peer["socket"], "--log", peer["log"], "--pid-file", peer["pid_file"]]
+    peer["pid"] = spawn(state["run_id"], argv, Path(host["dir"]) / "peer.out", env={"PYTHONPATH": str(PEER_DIR)})
+
+
+def wait_peer_ready(state: dict, host: dict) -> None:
+    peer = host["peer"]
+    sock = Path(peer["socket"])
+
+    def listening() -> bool:
+        # The pid file wins if the peer forked away from the process we spawned.
+        pid = read_pid_file(Path(peer["pid_file"]))
+        pid = pid if is_running(pid) else peer["pid"]
+        if unix_listening(pid, sock):
+            peer["pid"] = pid
+            return True
+        fail_if_exited(state["run_id"], pid, f"PSRP peer of {host['name']}",
+                       Path(host["dir"]) / "peer.out", Path(peer["log"]))
+        return False
+
+    wait_until(listening, READY_TIMEOUT, f"the PSRP peer of {host['name']} to listen on {sock}")
+    # The shim connects as the ssh user, whatever umask the peer bound the socket with.
+    sock.chmod(0o666)
+
+
+def stop_peer(host: dict) -> None:
+    peer = host["peer"]
+    stop_processes([pid for pid in (peer.get("pid"), read_pid_file(Path(peer["pid_file"]))) if pid])
+    Path(peer["socket"]).unlink(missing_ok=True)
+    Path(peer["pid_file"]).unlink(missing_ok=True)
+    peer["pid"] = None
