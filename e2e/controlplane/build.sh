@@ -37,62 +37,56 @@ export CGO_ENABLED=0
 mkdir -p "$OUT/bin"
 STAGING_MINOR="0.${KUBE_VERSION#1.}"
 
+# new_module DIR NAME REQUIRE PACKAGE...: a throwaway module that requires REQUIRE and imports the
+# main PACKAGEs (behind a build tag), so `go mod tidy` resolves everything they need.
+new_module() {
+  local dir="$1" name="$2" require="$3"; shift 3
+  rm -rf "$dir"; mkdir -p "$dir"; cd "$dir"
+  go mod init "$name" >/dev/null 2>&1
+  go mod edit -require="$require"
+  { printf '//go:build tools\n\npackage tools\n\nimport (\n'; printf '\t_ "%s"\n' "$@"; printf ')\n'; } > tools.go
+}
+
+# -e: tidy also walks the test imports of every dependency, some of which do not resolve outside
+# their own repositories; the build below fails loudly if anything it needs is missing.
+resolve() { go mod tidy -e >/dev/null 2>&1 || true; go mod download; }
+
+# build_binary NAME PACKAGE LDFLAGS: builds into the cache, atomically.
+build_binary() {
+  log "building $1"
+  go build -tags tools -trimpath -ldflags "$3" -o "$OUT/bin/$1.tmp" "$2"
+  mv "$OUT/bin/$1.tmp" "$OUT/bin/$1"
+}
+
 build_k8s() {
-  local mod="$OUT/k8s-module"
-  rm -rf "$mod"; mkdir -p "$mod"
-  cd "$mod"
-  go mod init psso.local/controlplane-k8s >/dev/null 2>&1
-  go mod edit -require="k8s.io/kubernetes@v$KUBE_VERSION"
+  local commands=(kube-apiserver kube-controller-manager kubectl)
+  new_module "$OUT/k8s-module" psso.local/controlplane-k8s "k8s.io/kubernetes@v$KUBE_VERSION" \
+    "${commands[@]/#/k8s.io/kubernetes/cmd/}"
   # The staging modules kubernetes requires as v0.0.0 and replaces with ./staging/...
-  local gomod
+  local gomod staging
   gomod="$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-  local staging
   staging="$(grep -E '^\s+k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}')"
   [[ -n "$staging" ]] || { log "no staging replaces found in $gomod"; exit 1; }
   for m in $staging; do
     go mod edit -replace="$m=$m@v$STAGING_MINOR"
   done
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
   log "resolving k8s.io/kubernetes v$KUBE_VERSION (staging v$STAGING_MINOR)"
-  go mod tidy -e >/dev/null 2>&1 || true
-  go mod download
-  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
-  for b in kube-apiserver kube-controller-manager kubectl; do
-    log "building $b"
-    go build -tags tools -trimpath -ldflags "$ldflags" -o "$OUT/bin/$b.tmp" "k8s.io/kubernetes/cmd/$b"
-    mv "$OUT/bin/$b.tmp" "$OUT/bin/$b"
+  resolve
+  local version="-X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION"
+  version+=" -X k8s.io/component-base/version.gitMajor=1"
+  version+=" -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2)"
+  version+=" -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
+  for b in "${commands[@]}"; do
+    build_binary "$b" "k8s.io/kubernetes/cmd/$b" "-s -w $version"
   done
 }
 
 build_etcd() {
-  local mod="$OUT/etcd-module"
-  rm -rf "$mod"; mkdir -p "$mod"
-  cd "$mod"
-  go mod init psso.local/controlplane-etcd >/dev/null 2>&1
-  go mod edit -require="go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "go.etcd.io/etcd/server/v3"
-GO
+  new_module "$OUT/etcd-module" psso.local/controlplane-etcd "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" \
+    go.etcd.io/etcd/server/v3
   log "resolving go.etcd.io/etcd/server/v3 v$ETCD_VERSION"
-  go mod tidy -e >/dev/null 2>&1 || true
-  go mod download
-  log "building etcd"
-  go build -tags tools -trimpath -ldflags "-s -w" -o "$OUT/bin/etcd.tmp" go.etcd.io/etcd/server/v3
-  mv "$OUT/bin/etcd.tmp" "$OUT/bin/etcd"
+  resolve
+  build_binary etcd go.etcd.io/etcd/server/v3 "-s -w"
 }
 
 start=$(date +%s)
