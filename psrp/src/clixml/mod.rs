@@ -1,0 +1,1 @@
+//! CLIXML: the PowerShell serialization format PSRP message bodies are written in.

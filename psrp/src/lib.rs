@@ -1,0 +1,11 @@
+//! A PowerShell Remoting Protocol (MS-PSRP) client, with no Kubernetes in it.
+//!
+//! Shaped like psrpcore and pypsrp: a sans-IO protocol core (fragments, messages, CLIXML, runspace
+//! pool and pipeline state machines: bytes in, events out, bytes to send) and transports beside it
+//! that only move bytes (the out-of-process framing over an SSH `powershell` subsystem; later
+//! WS-Management), joined by a small async facade.
+
+pub mod clixml;
+pub mod fragment;
+pub mod message;
+pub mod transport;

@@ -1,0 +1,4 @@
+//! Transports: they move bytes and know nothing of PSRP messages.
+
+pub mod outofproc;
+pub mod ssh;

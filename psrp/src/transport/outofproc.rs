@@ -1,0 +1,1 @@
+//! The out-of-process framing `pwsh -s`/`-sshs` speaks: one XML packet per line.
