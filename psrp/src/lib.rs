@@ -7,5 +7,9 @@
 
 pub mod clixml;
 pub mod fragment;
+pub mod host;
 pub mod message;
+pub mod messages;
+pub mod pool;
+pub mod state;
 pub mod transport;

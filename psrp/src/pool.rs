@@ -1,0 +1,582 @@
+//! The client side of a runspace pool and its pipelines, as a sans-IO state machine (like psrpcore's
+//! `ClientRunspacePool`): calls queue PSRP messages to send, [`RunspacePool::receive`] takes the
+//! fragment bytes the server sent, and [`RunspacePool::next_event`] says what happened. It does no
+//! IO and knows no transport: the facade moves [`Outbound`] data and says when a pipeline is
+//! created, signalled or closed in the transport's own way.
+
+use std::collections::{HashMap, VecDeque};
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::{
+    clixml::{self, ClixmlError, PsValue},
+    fragment::{DefragmentError, Defragmenter, Fragmenter},
+    message::{Destination, Message, MessageError, MessageType},
+    messages::{
+        self, BodyError, ConnectRunspacePool, CreatePipeline, HostCall, InitRunspacePool, PipelineStateMsg,
+        RunspaceAvailability, RunspacePoolInitData, RunspacePoolStateMsg, SessionCapability,
+    },
+    state::{PipelineState, RunspacePoolState},
+};
+
+/// What opens a pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolOptions {
+    pub min_runspaces: i32,
+    pub max_runspaces: i32,
+    /// `$PSSenderInfo.ApplicationArguments` on the server.
+    pub application_arguments: Vec<(String, PsValue)>,
+    /// The largest fragment (header included) sent; the transport's limit.
+    pub max_fragment_size: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            min_runspaces: 1,
+            max_runspaces: 1,
+            application_arguments: Vec::new(),
+            max_fragment_size: crate::fragment::DEFAULT_MAX_FRAGMENT_SIZE,
+        }
+    }
+}
+
+/// Protocol errors: what the server sent, or asked of the pool, does not fit the protocol.
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error("the runspace pool is {state}, which does not allow {action}")]
+    InvalidState {
+        state: RunspacePoolState,
+        action: &'static str,
+    },
+    #[error("the server moved the runspace pool from {from} to {to}")]
+    InvalidPoolTransition {
+        from: RunspacePoolState,
+        to: RunspacePoolState,
+    },
+    #[error("the server moved pipeline {pipeline} from {from} to {to}")]
+    InvalidPipelineTransition {
+        pipeline: Uuid,
+        from: PipelineState,
+        to: PipelineState,
+    },
+    #[error("the server sent {message_type} for pipeline {pipeline}, which this pool does not have")]
+    UnknownPipeline {
+        pipeline: Uuid,
+        message_type: MessageType,
+    },
+    #[error("the server sent a message for runspace pool {got}, not {expected}")]
+    WrongPool { expected: Uuid, got: Uuid },
+    #[error("a message from the server was addressed to the server")]
+    WrongDestination,
+    #[error(transparent)]
+    Fragment(#[from] DefragmentError),
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    #[error("{message_type}: {source}")]
+    Clixml {
+        message_type: MessageType,
+        source: ClixmlError,
+    },
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
+/// Bytes for the transport to send: the fragments of one or more messages of one target (the pool
+/// when `pipeline_id` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub pipeline_id: Option<Uuid>,
+    pub data: Vec<u8>,
+    /// An answer to a host call: transports that have a channel for these use it (OutOfProc
+    /// `Stream='PromptResponse'`, WS-Management's `pr` stream), so it overtakes queued input.
+    pub prompt_response: bool,
+}
+
+/// The stream a pipeline record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Output,
+    Error,
+    Warning,
+    Verbose,
+    Debug,
+    Information,
+    Progress,
+}
+
+/// What the server said, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The server's SESSION_CAPABILITY: its protocol version.
+    SessionCapability(SessionCapability),
+    /// The session configuration's private data.
+    ApplicationPrivateData(PsValue),
+    /// The pool changed state; `error` is the ErrorRecord of a Broken pool.
+    PoolState {
+        state: RunspacePoolState,
+        error: Option<PsValue>,
+    },
+    /// The pool's limits, after a connect.
+    InitData(RunspacePoolInitData),
+    /// The answer to a runspace count call.
+    Availability(RunspaceAvailability),
+    /// A record of a pipeline's stream.
+    Record {
+        pipeline: Uuid,
+        stream: Stream,
+        value: PsValue,
+    },
+    /// A pipeline changed state; `error` is the ErrorRecord of a Failed pipeline.
+    PipelineState {
+        pipeline: Uuid,
+        state: PipelineState,
+        error: Option<PsValue>,
+    },
+    /// A host method call; answered already when [`HostCall::expects_response`] (see `answer_host_call`).
+    HostCall { pipeline: Option<Uuid>, call: HostCall },
+    /// A USER_EVENT from the server.
+    UserEvent(PsValue),
+    /// A message type this client does not know, skipped as PowerShell skips them.
+    Ignored { message_type: MessageType },
+}
+
+/// A client runspace pool.
+#[derive(Debug)]
+pub struct RunspacePool {
+    id: Uuid,
+    options: PoolOptions,
+    state: RunspacePoolState,
+    fragmenter: Fragmenter,
+    defragmenter: Defragmenter,
+    outbound: VecDeque<Outbound>,
+    events: VecDeque<Event>,
+    pipelines: HashMap<Uuid, PipelineState>,
+    server_capability: Option<SessionCapability>,
+    next_call_id: i64,
+}
+
+impl RunspacePool {
+    pub fn new(options: PoolOptions) -> Self {
+        Self::with_id(Uuid::new_v4(), options)
+    }
+
+    /// A pool with a known id: the one to connect to, for a reconnect.
+    pub fn with_id(id: Uuid, options: PoolOptions) -> Self {
+        let fragmenter = Fragmenter::with_max_fragment_size(options.max_fragment_size)
+            .unwrap_or_else(|_| Fragmenter::new());
+        RunspacePool {
+            id,
+            options,
+            state: RunspacePoolState::BeforeOpen,
+            fragmenter,
+            defragmenter: Defragmenter::new(),
+            outbound: VecDeque::new(),
+            events: VecDeque::new(),
+            pipelines: HashMap::new(),
+            server_capability: None,
+            next_call_id: 1,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    pub fn state(&self) -> RunspacePoolState {
+        self.state
+    }
+
+    /// The protocol version the server announced.
+    pub fn server_capability(&self) -> Option<&SessionCapability> {
+        self.server_capability.as_ref()
+    }
+
+    /// The pipeline's state, while the pool knows it (until it ends).
+    pub fn pipeline_state(&self, pipeline: Uuid) -> Option<PipelineState> {
+        self.pipelines.get(&pipeline).copied()
+    }
+
+    /// Pipelines not yet finished.
+    pub fn running_pipelines(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// Queues SESSION_CAPABILITY and INIT_RUNSPACEPOOL.
+    pub fn open(&mut self) -> Result<(), PoolError> {
+        self.require(RunspacePoolState::BeforeOpen, "open")?;
+        let init = InitRunspacePool {
+            min_runspaces: self.options.min_runspaces,
+            max_runspaces: self.options.max_runspaces,
+            application_arguments: self.options.application_arguments.clone(),
+        };
+        self.queue_pool_messages(&[
+            (
+                MessageType::SessionCapability,
+                SessionCapability::client().to_value(),
+            ),
+            (MessageType::InitRunspacePool, init.to_value()),
+        ]);
+        self.state = RunspacePoolState::NegotiationSent;
+        Ok(())
+    }
+
+    /// Queues SESSION_CAPABILITY and CONNECT_RUNSPACEPOOL, to reattach to a disconnected pool of this
+    /// id (MS-PSRP 3.1.4.10.3).
+    pub fn connect(&mut self) -> Result<(), PoolError> {
+        self.require(RunspacePoolState::BeforeOpen, "connect")?;
+        self.queue_pool_messages(&[
+            (
+                MessageType::SessionCapability,
+                SessionCapability::client().to_value(),
+            ),
+            (
+                MessageType::ConnectRunspacePool,
+                ConnectRunspacePool::default().to_value(),
+            ),
+        ]);
+        self.state = RunspacePoolState::Connecting;
+        Ok(())
+    }
+
+    /// Marks the pool as closing; the transport closes it its own way (OutOfProc `<Close>`, a WSMan
+    /// Delete) and the server answers with state Closed, or the transport says it is gone.
+    pub fn begin_close(&mut self) {
+        if !self.state.is_final() {
+            self.state = RunspacePoolState::Closing;
+        }
+    }
+
+    /// The transport has closed the pool (or lost it): it is final now.
+    pub fn closed(&mut self, broken: bool) {
+        let state = if broken {
+            RunspacePoolState::Broken
+        } else {
+            RunspacePoolState::Closed
+        };
+        if self.state != state {
+            self.state = state;
+            self.events.push_back(Event::PoolState { state, error: None });
+        }
+        for (pipeline, old) in std::mem::take(&mut self.pipelines) {
+            if !old.is_final() {
+                let state = if broken {
+                    PipelineState::Failed
+                } else {
+                    PipelineState::Stopped
+                };
+                self.events.push_back(Event::PipelineState {
+                    pipeline,
+                    state,
+                    error: None,
+                });
+            }
+        }
+    }
+
+    /// Queues CREATE_PIPELINE for a new pipeline and returns its id. The transport may need to
+    /// announce the pipeline before its data (OutOfProc `<Command>`).
+    pub fn create_pipeline(&mut self, pipeline: &CreatePipeline) -> Result<Uuid, PoolError> {
+        self.require(RunspacePoolState::Opened, "a new pipeline")?;
+        let id = Uuid::new_v4();
+        self.pipelines.insert(id, PipelineState::NotStarted);
+        self.queue(Some(id), &[(MessageType::CreatePipeline, pipeline.to_value())]);
+        Ok(id)
+    }
+
+    /// Queues one PIPELINE_INPUT object.
+    pub fn send_input(&mut self, pipeline: Uuid, value: &PsValue) -> Result<(), PoolError> {
+        self.require_pipeline(pipeline, MessageType::PipelineInput)?;
+        self.queue(Some(pipeline), &[(MessageType::PipelineInput, value.clone())]);
+        Ok(())
+    }
+
+    /// Queues END_OF_PIPELINE_INPUT.
+    pub fn end_input(&mut self, pipeline: Uuid) -> Result<(), PoolError> {
+        self.require_pipeline(pipeline, MessageType::EndOfPipelineInput)?;
+        self.queue(Some(pipeline), &[(MessageType::EndOfPipelineInput, PsValue::Nil)]);
+        Ok(())
+    }
+
+    /// Queues SET_MAX_RUNSPACES or SET_MIN_RUNSPACES; the answer comes as [`Event::Availability`]
+    /// with the returned call id.
+    pub fn set_runspaces(&mut self, max: bool, count: i32) -> Result<i64, PoolError> {
+        self.require(RunspacePoolState::Opened, "changing the runspace limits")?;
+        let call_id = self.call_id();
+        let message_type = if max {
+            MessageType::SetMaxRunspaces
+        } else {
+            MessageType::SetMinRunspaces
+        };
+        self.queue_pool_messages(&[(message_type, messages::set_runspaces(max, count, call_id))]);
+        Ok(call_id)
+    }
+
+    /// Queues RESET_RUNSPACE_STATE: the session's variables are cleared.
+    pub fn reset_runspace_state(&mut self) -> Result<i64, PoolError> {
+        self.require(RunspacePoolState::Opened, "a state reset")?;
+        let call_id = self.call_id();
+        self.queue_pool_messages(&[(
+            MessageType::ResetRunspaceState,
+            messages::reset_runspace_state(call_id),
+        )]);
+        Ok(call_id)
+    }
+
+    /// Queues the answer to a host call.
+    pub fn host_response(
+        &mut self,
+        pipeline: Option<Uuid>,
+        call: &HostCall,
+        result: Result<PsValue, PsValue>,
+    ) {
+        let message_type = match pipeline {
+            Some(_) => MessageType::PipelineHostResponse,
+            None => MessageType::RunspacePoolHostResponse,
+        };
+        self.queue(pipeline, &[(message_type, messages::host_response(call, result))]);
+        if let Some(last) = self.outbound.back_mut() {
+            last.prompt_response = true;
+        }
+    }
+
+    /// The next data for the transport to send.
+    pub fn take_outbound(&mut self) -> Option<Outbound> {
+        self.outbound.pop_front()
+    }
+
+    /// The next thing the server said.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Takes fragment bytes from the server (any split) and turns every complete message into events.
+    /// An error leaves the pool unusable: the server broke the protocol.
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), PoolError> {
+        self.defragmenter.feed(data);
+        while let Some(bytes) = self.defragmenter.next_message()? {
+            let message = Message::decode(bytes)?;
+            self.process(message)?;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, message: Message) -> Result<(), PoolError> {
+        if message.destination != Destination::Client {
+            return Err(PoolError::WrongDestination);
+        }
+        if message.runspace_pool_id != self.id && !message.runspace_pool_id.is_nil() {
+            return Err(PoolError::WrongPool {
+                expected: self.id,
+                got: message.runspace_pool_id,
+            });
+        }
+        let message_type = message.message_type;
+        if !message_type.is_known() {
+            self.events.push_back(Event::Ignored { message_type });
+            return Ok(());
+        }
+        let body = if message.data.is_empty() {
+            PsValue::Nil
+        } else {
+            let xml = message.xml()?;
+            clixml::parse(xml).map_err(|source| PoolError::Clixml { message_type, source })?
+        };
+        let pipeline = message.pipeline_id;
+        match message_type {
+            MessageType::SessionCapability => {
+                let capability = SessionCapability::from_value(&body)?;
+                self.server_capability = Some(capability.clone());
+                if self.state == RunspacePoolState::NegotiationSent {
+                    self.state = RunspacePoolState::NegotiationSucceeded;
+                }
+                self.events.push_back(Event::SessionCapability(capability));
+            }
+            MessageType::ApplicationPrivateData => {
+                self.events
+                    .push_back(Event::ApplicationPrivateData(messages::application_private_data(
+                        &body,
+                    )?));
+                // After a connect, the private data is the last of the server's answers (3.1.4.10.3).
+                if self.state == RunspacePoolState::Connecting {
+                    self.set_pool_state(RunspacePoolState::Opened, None)?;
+                }
+            }
+            MessageType::RunspacePoolState => {
+                let msg = RunspacePoolStateMsg::from_value(&body)?;
+                self.set_pool_state(msg.state, msg.error)?;
+            }
+            MessageType::RunspacePoolInitData => {
+                self.events
+                    .push_back(Event::InitData(RunspacePoolInitData::from_value(&body)?));
+            }
+            MessageType::RunspaceAvailability => {
+                self.events
+                    .push_back(Event::Availability(RunspaceAvailability::from_value(&body)?));
+            }
+            MessageType::PipelineState => {
+                let id = self.known_pipeline(pipeline, message_type)?;
+                let msg = PipelineStateMsg::from_value(&body)?;
+                self.set_pipeline_state(id, msg.state, msg.error)?;
+            }
+            MessageType::PipelineOutput => self.record(pipeline, message_type, Stream::Output, body)?,
+            MessageType::ErrorRecord => self.record(pipeline, message_type, Stream::Error, body)?,
+            MessageType::WarningRecord => self.record(pipeline, message_type, Stream::Warning, body)?,
+            MessageType::VerboseRecord => self.record(pipeline, message_type, Stream::Verbose, body)?,
+            MessageType::DebugRecord => self.record(pipeline, message_type, Stream::Debug, body)?,
+            MessageType::InformationRecord => {
+                self.record(pipeline, message_type, Stream::Information, body)?
+            }
+            MessageType::ProgressRecord => self.record(pipeline, message_type, Stream::Progress, body)?,
+            MessageType::RunspacePoolHostCall | MessageType::PipelineHostCall => {
+                let target = match message_type {
+                    MessageType::PipelineHostCall => Some(self.known_pipeline(pipeline, message_type)?),
+                    _ => None,
+                };
+                let call = HostCall::from_value(&body)?;
+                if call.expects_response() {
+                    let answer = crate::host::answer(&call);
+                    self.host_response(target, &call, answer);
+                }
+                self.events.push_back(Event::HostCall {
+                    pipeline: target,
+                    call,
+                });
+            }
+            MessageType::UserEvent => self.events.push_back(Event::UserEvent(body)),
+            // Messages a client does not expect from a server are skipped, as PowerShell skips them.
+            _ => self.events.push_back(Event::Ignored { message_type }),
+        }
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        pipeline: Option<Uuid>,
+        message_type: MessageType,
+        stream: Stream,
+        value: PsValue,
+    ) -> Result<(), PoolError> {
+        let id = self.known_pipeline(pipeline, message_type)?;
+        if self.pipelines.get(&id) == Some(&PipelineState::NotStarted) {
+            // Output means the pipeline runs, even if its Running state has not arrived yet.
+            self.pipelines.insert(id, PipelineState::Running);
+        }
+        self.events.push_back(Event::Record {
+            pipeline: id,
+            stream,
+            value,
+        });
+        Ok(())
+    }
+
+    fn set_pool_state(&mut self, state: RunspacePoolState, error: Option<PsValue>) -> Result<(), PoolError> {
+        if !self.state.can_become(state) {
+            return Err(PoolError::InvalidPoolTransition {
+                from: self.state,
+                to: state,
+            });
+        }
+        if self.state != state {
+            self.state = state;
+            self.events.push_back(Event::PoolState { state, error });
+            if state.is_final() {
+                self.closed(state == RunspacePoolState::Broken);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_pipeline_state(
+        &mut self,
+        pipeline: Uuid,
+        state: PipelineState,
+        error: Option<PsValue>,
+    ) -> Result<(), PoolError> {
+        let from = self
+            .pipelines
+            .get(&pipeline)
+            .copied()
+            .unwrap_or(PipelineState::NotStarted);
+        if !from.can_become(state) {
+            return Err(PoolError::InvalidPipelineTransition {
+                pipeline,
+                from,
+                to: state,
+            });
+        }
+        if state.is_final() {
+            self.pipelines.remove(&pipeline);
+        } else {
+            self.pipelines.insert(pipeline, state);
+        }
+        self.events.push_back(Event::PipelineState {
+            pipeline,
+            state,
+            error,
+        });
+        Ok(())
+    }
+
+    fn known_pipeline(&self, pipeline: Option<Uuid>, message_type: MessageType) -> Result<Uuid, PoolError> {
+        let id = pipeline.unwrap_or_default();
+        if self.pipelines.contains_key(&id) {
+            Ok(id)
+        } else {
+            Err(PoolError::UnknownPipeline {
+                pipeline: id,
+                message_type,
+            })
+        }
+    }
+
+    fn require(&self, state: RunspacePoolState, action: &'static str) -> Result<(), PoolError> {
+        if self.state == state {
+            Ok(())
+        } else {
+            Err(PoolError::InvalidState {
+                state: self.state,
+                action,
+            })
+        }
+    }
+
+    fn require_pipeline(&self, pipeline: Uuid, message_type: MessageType) -> Result<(), PoolError> {
+        self.known_pipeline(Some(pipeline), message_type).map(|_| ())
+    }
+
+    fn call_id(&mut self) -> i64 {
+        let id = self.next_call_id;
+        self.next_call_id += 1;
+        id
+    }
+
+    fn queue_pool_messages(&mut self, messages: &[(MessageType, PsValue)]) {
+        self.queue(None, messages);
+    }
+
+    /// Serializes, frames and fragments messages for one target into one [`Outbound`].
+    fn queue(&mut self, pipeline: Option<Uuid>, messages: &[(MessageType, PsValue)]) {
+        let mut data = Vec::new();
+        for (message_type, body) in messages {
+            let xml = match body {
+                PsValue::Nil => String::new(),
+                value => clixml::to_clixml(value),
+            };
+            let message = Message::new(
+                Destination::Server,
+                *message_type,
+                self.id,
+                pipeline,
+                xml.into_bytes(),
+            );
+            self.fragmenter.fragment_into(&message.encode(), &mut data);
+        }
+        self.outbound.push_back(Outbound {
+            pipeline_id: pipeline,
+            data,
+            prompt_response: false,
+        });
+    }
+}
