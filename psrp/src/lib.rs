@@ -11,5 +11,6 @@ pub mod host;
 pub mod message;
 pub mod messages;
 pub mod pool;
+pub mod session;
 pub mod state;
 pub mod transport;
