@@ -6,6 +6,7 @@
 //! WS-Management), joined by a small async facade.
 
 pub mod clixml;
+pub mod crypto;
 pub mod fragment;
 pub mod host;
 pub mod message;

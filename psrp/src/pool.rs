@@ -10,7 +10,8 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::{
-    clixml::{self, ClixmlError, PsValue},
+    clixml::{self, ClixmlError, PsValue, SecureBytes},
+    crypto::{CryptoError, ExchangeKey, SessionKey},
     fragment::{DefragmentError, Defragmenter, Fragmenter},
     message::{Destination, Message, MessageError, MessageType},
     messages::{
@@ -81,6 +82,14 @@ pub enum PoolError {
     },
     #[error(transparent)]
     Body(#[from] BodyError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("the server sent ENCRYPTED_SESSION_KEY, but this client sent no PUBLIC_KEY")]
+    UnexpectedSessionKey,
+    #[error("no session key yet: exchange keys first (exchange_key) and wait for SessionKeyReady")]
+    NoSessionKey,
+    #[error("a SecureString (<SS>) was expected, not <{0}>")]
+    NotSecureString(&'static str),
 }
 
 /// Bytes for the transport to send: the fragments of one or more messages of one target (the pool
@@ -138,6 +147,8 @@ pub enum Event {
     HostCall { pipeline: Option<Uuid>, call: HostCall },
     /// A USER_EVENT from the server.
     UserEvent(PsValue),
+    /// The server's ENCRYPTED_SESSION_KEY arrived: SecureStrings can be encrypted and decrypted.
+    SessionKeyReady,
     /// A message type this client does not know, skipped as PowerShell skips them.
     Ignored { message_type: MessageType },
 }
@@ -155,6 +166,10 @@ pub struct RunspacePool {
     pipelines: HashMap<Uuid, PipelineState>,
     server_capability: Option<SessionCapability>,
     next_call_id: i64,
+    /// The RSA key sent in PUBLIC_KEY, once sent (its `Debug` shows no key material).
+    exchange_key: Option<ExchangeKey>,
+    /// The server's SecureString key (its `Debug` shows no key material).
+    session_key: Option<SessionKey>,
 }
 
 impl RunspacePool {
@@ -177,6 +192,8 @@ impl RunspacePool {
             pipelines: HashMap::new(),
             server_capability: None,
             next_call_id: 1,
+            exchange_key: None,
+            session_key: None,
         }
     }
 
@@ -341,6 +358,42 @@ impl RunspacePool {
         }
     }
 
+    /// Starts the SecureString key exchange (MS-PSRP 3.1.5.4.3): makes an RSA exchange key and queues
+    /// PUBLIC_KEY; the server answers with ENCRYPTED_SESSION_KEY, which gives
+    /// [`Event::SessionKeyReady`]. Only when Opened; once per pool (later calls do nothing). Making
+    /// the key takes a moment of CPU.
+    pub fn exchange_key(&mut self) -> Result<(), PoolError> {
+        if self.exchange_key.is_some() {
+            return Ok(());
+        }
+        self.require(RunspacePoolState::Opened, "a key exchange")?;
+        let key = ExchangeKey::generate()?;
+        let blob = key.public_key_base64();
+        self.exchange_key = Some(key);
+        self.queue_pool_messages(&[(MessageType::PublicKey, messages::public_key(&blob))]);
+        Ok(())
+    }
+
+    /// Whether the server's session key has arrived.
+    pub fn has_session_key(&self) -> bool {
+        self.session_key.is_some()
+    }
+
+    /// A SecureString of `value`, encrypted with the session key, to send to the server.
+    pub fn encrypt_secure_string(&self, value: &str) -> Result<PsValue, PoolError> {
+        let key = self.session_key.as_ref().ok_or(PoolError::NoSessionKey)?;
+        Ok(PsValue::SecureString(SecureBytes(key.encrypt(value))))
+    }
+
+    /// The string in a SecureString the server sent.
+    pub fn decrypt_secure_string(&self, value: &PsValue) -> Result<String, PoolError> {
+        let PsValue::SecureString(SecureBytes(bytes)) = value else {
+            return Err(PoolError::NotSecureString(value.tag()));
+        };
+        let key = self.session_key.as_ref().ok_or(PoolError::NoSessionKey)?;
+        Ok(key.decrypt(bytes)?)
+    }
+
     /// The next data for the transport to send.
     pub fn take_outbound(&mut self) -> Option<Outbound> {
         self.outbound.pop_front()
@@ -445,6 +498,17 @@ impl RunspacePool {
                 });
             }
             MessageType::UserEvent => self.events.push_back(Event::UserEvent(body)),
+            // PowerShell before protocol 2.2 asks for the key when it first needs a SecureString.
+            MessageType::PublicKeyRequest => self.exchange_key()?,
+            MessageType::EncryptedSessionKey => {
+                let blob = messages::encrypted_session_key(&body)?;
+                let exchange = self
+                    .exchange_key
+                    .as_ref()
+                    .ok_or(PoolError::UnexpectedSessionKey)?;
+                self.session_key = Some(exchange.decrypt_session_key_base64(&blob)?);
+                self.events.push_back(Event::SessionKeyReady);
+            }
             // Messages a client does not expect from a server are skipped, as PowerShell skips them.
             _ => self.events.push_back(Event::Ignored { message_type }),
         }
@@ -578,5 +642,191 @@ impl RunspacePool {
             data,
             prompt_response: false,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+
+    use super::*;
+    use crate::{clixml::PsObject, crypto::tests as vectors};
+
+    /// Feeds the pool one server message, framed and fragmented as a server would.
+    fn feed(pool: &mut RunspacePool, message_type: MessageType, body: PsValue) -> Result<(), PoolError> {
+        let xml = match body {
+            PsValue::Nil => String::new(),
+            value => clixml::to_clixml(&value),
+        };
+        let message = Message::new(
+            Destination::Client,
+            message_type,
+            pool.id(),
+            None,
+            xml.into_bytes(),
+        );
+        let mut data = Vec::new();
+        Fragmenter::new().fragment_into(&message.encode(), &mut data);
+        pool.receive(&data)
+    }
+
+    /// The messages of everything queued to send.
+    fn sent(pool: &mut RunspacePool) -> Vec<Message> {
+        let mut defragmenter = Defragmenter::new();
+        while let Some(outbound) = pool.take_outbound() {
+            defragmenter.feed(&outbound.data);
+        }
+        let mut messages = Vec::new();
+        while let Some(bytes) = defragmenter.next_message().unwrap() {
+            messages.push(Message::decode(bytes).unwrap());
+        }
+        messages
+    }
+
+    fn events(pool: &mut RunspacePool) -> Vec<Event> {
+        std::iter::from_fn(|| pool.next_event()).collect()
+    }
+
+    fn opened_pool() -> RunspacePool {
+        let mut pool = RunspacePool::new(PoolOptions::default());
+        pool.open().unwrap();
+        sent(&mut pool);
+        feed(
+            &mut pool,
+            MessageType::SessionCapability,
+            SessionCapability::client().to_value(),
+        )
+        .unwrap();
+        let state = PsObject::custom([("RunspaceState", PsValue::I32(2))]);
+        feed(&mut pool, MessageType::RunspacePoolState, state.into()).unwrap();
+        assert_eq!(pool.state(), RunspacePoolState::Opened);
+        events(&mut pool);
+        pool
+    }
+
+    /// The public key blob of the one PUBLIC_KEY message queued.
+    fn sent_public_key(pool: &mut RunspacePool) -> Vec<u8> {
+        let messages = sent(pool);
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].message_type, MessageType::PublicKey);
+        assert_eq!(messages[0].destination, Destination::Server);
+        let body = clixml::parse(messages[0].xml().unwrap()).unwrap();
+        let blob = body.get("PublicKey").and_then(PsValue::as_str).unwrap();
+        BASE64.decode(blob).unwrap()
+    }
+
+    fn session_key_message(blob: &[u8]) -> PsValue {
+        let simple = vectors::server_encrypt_session_key(blob, &vectors::session_key_bytes());
+        PsObject::custom([(
+            "EncryptedSessionKey",
+            PsValue::from(BASE64.encode(simple).as_str()),
+        )])
+        .into()
+    }
+
+    #[test]
+    fn public_key_request_starts_the_exchange() {
+        let mut pool = opened_pool();
+        assert!(matches!(
+            pool.encrypt_secure_string("x"),
+            Err(PoolError::NoSessionKey)
+        ));
+        feed(&mut pool, MessageType::PublicKeyRequest, PsValue::Nil).unwrap();
+        let blob = sent_public_key(&mut pool);
+        assert_eq!(&blob[..12], b"\x06\x02\x00\x00\x00\xa4\x00\x00RSA1");
+        // A second request, or call, sends nothing more.
+        feed(&mut pool, MessageType::PublicKeyRequest, PsValue::Nil).unwrap();
+        pool.exchange_key().unwrap();
+        assert!(pool.take_outbound().is_none());
+        assert!(!pool.has_session_key());
+
+        feed(
+            &mut pool,
+            MessageType::EncryptedSessionKey,
+            session_key_message(&blob),
+        )
+        .unwrap();
+        assert_eq!(events(&mut pool), vec![Event::SessionKeyReady]);
+        assert!(pool.has_session_key());
+
+        // psrpcore's SecureString with that session key, and back.
+        let secure = clixml::parse(&format!("<SS>{}</SS>", vectors::SECURE_STRING)).unwrap();
+        assert_eq!(pool.decrypt_secure_string(&secure).unwrap(), vectors::PLAINTEXT);
+        let ours = pool.encrypt_secure_string(vectors::PLAINTEXT).unwrap();
+        assert_eq!(
+            clixml::to_clixml(&ours),
+            format!("<SS>{}</SS>", vectors::SECURE_STRING)
+        );
+        assert!(matches!(
+            pool.decrypt_secure_string(&PsValue::from("plain")),
+            Err(PoolError::NotSecureString("S"))
+        ));
+        let garbage = PsValue::SecureString(SecureBytes(vec![1, 2, 3]));
+        assert!(matches!(
+            pool.decrypt_secure_string(&garbage),
+            Err(PoolError::Crypto(CryptoError::SecureStringDecryption))
+        ));
+        // No key material in the pool's Debug.
+        let debug = format!("{pool:?}");
+        assert!(debug.contains("SessionKey(<AES-256 key>)"), "{debug}");
+    }
+
+    #[test]
+    fn exchange_key_needs_an_opened_pool() {
+        let mut pool = RunspacePool::new(PoolOptions::default());
+        assert!(matches!(pool.exchange_key(), Err(PoolError::InvalidState { .. })));
+        assert!(pool.take_outbound().is_none());
+
+        let mut pool = opened_pool();
+        pool.exchange_key().unwrap();
+        let blob = sent_public_key(&mut pool);
+        feed(
+            &mut pool,
+            MessageType::EncryptedSessionKey,
+            session_key_message(&blob),
+        )
+        .unwrap();
+        assert_eq!(events(&mut pool), vec![Event::SessionKeyReady]);
+        let value = pool.encrypt_secure_string("päss").unwrap();
+        assert_eq!(pool.decrypt_secure_string(&value).unwrap(), "päss");
+    }
+
+    #[test]
+    fn unasked_or_bad_session_keys_are_errors() {
+        let mut pool = opened_pool();
+        let blob = crate::crypto::ExchangeKey::generate().unwrap().public_key_blob();
+        assert!(matches!(
+            feed(
+                &mut pool,
+                MessageType::EncryptedSessionKey,
+                session_key_message(&blob)
+            ),
+            Err(PoolError::UnexpectedSessionKey)
+        ));
+
+        let mut pool = opened_pool();
+        pool.exchange_key().unwrap();
+        sent(&mut pool);
+        // Encrypted for another key.
+        assert!(matches!(
+            feed(
+                &mut pool,
+                MessageType::EncryptedSessionKey,
+                session_key_message(&blob)
+            ),
+            Err(PoolError::Crypto(_))
+        ));
+        let not_base64 = PsObject::custom([("EncryptedSessionKey", PsValue::from("%%%"))]).into();
+        assert!(matches!(
+            feed(&mut pool, MessageType::EncryptedSessionKey, not_base64),
+            Err(PoolError::Crypto(CryptoError::Base64 { .. }))
+        ));
+        let missing = PsObject::custom([("Other", PsValue::I32(1))]).into();
+        assert!(matches!(
+            feed(&mut pool, MessageType::EncryptedSessionKey, missing),
+            Err(PoolError::Body(_))
+        ));
+        assert!(!pool.has_session_key());
+        assert!(events(&mut pool).is_empty());
     }
 }
