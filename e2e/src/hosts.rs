@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use psrp::transport::ssh::{HostKeyPolicy, SshAuth, SshConfig, SshKey};
 use serde::Deserialize;
 
 /// What `hostctl.py up` made (its `hosts.json`, the parts tests use).
@@ -227,4 +228,55 @@ async fn run_hostctl(python: &Path, args: &[&str]) -> Result<String> {
         );
     }
     String::from_utf8(out.stdout).context("hostctl printed non-UTF-8")
+}
+
+/// Logging in to the hosts with the project's own SSH transport.
+impl TargetHosts {
+    /// The hosts' keys as the SSH client checks them.
+    pub fn host_key_policy(&self) -> Result<HostKeyPolicy> {
+        let text = std::fs::read_to_string(&self.state.known_hosts)
+            .with_context(|| format!("reading {}", self.state.known_hosts.display()))?;
+        Ok(HostKeyPolicy::known_hosts(&text))
+    }
+
+    /// The key user's private key.
+    pub fn key_auth(&self) -> Result<SshAuth> {
+        let path = &self.state.users.key.private_key;
+        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(SshAuth::PrivateKey(SshKey::decode(&pem, None)?))
+    }
+
+    /// An SSH configuration for `host` as `user`, checking host keys against the hosts' known_hosts.
+    pub fn ssh_config(&self, host: &Host, user: &str, auth: SshAuth) -> Result<SshConfig> {
+        let mut config = SshConfig::new(host.address.clone(), user, auth, self.host_key_policy()?);
+        config.port = host.port;
+        Ok(config)
+    }
+
+    /// The key user's SSH configuration for `host`.
+    pub fn key_config(&self, host: &Host) -> Result<SshConfig> {
+        self.ssh_config(host, &self.state.users.key.name, self.key_auth()?)
+    }
+}
+
+impl Host {
+    /// Pids of the sshd processes in the host's namespace (the listener and one per session).
+    pub fn sshd_processes(&self) -> Vec<String> {
+        let Ok(out) = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.netns])
+            .output()
+        else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    == "sshd"
+            })
+            .map(str::to_owned)
+            .collect()
+    }
 }

@@ -4,6 +4,7 @@
 pub mod controlplane;
 pub mod crds;
 pub mod hosts;
+pub mod tasks;
 
 pub use controlplane::{
     ControlPlane, KubectlOutput, Options as ControlPlaneOptions, TestNamespace, kubectl_in, test_namespace,

@@ -6,11 +6,13 @@
 use std::{
     future::Future,
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use e2e::hosts::{Host, TargetHosts};
+use e2e::{
+    hosts::{Host, TargetHosts},
+    tasks::{alive_tasks, assert_tasks_settle},
+};
 use psrp::{
     clixml::{ObjContent, PsValue},
     session::{
@@ -18,7 +20,7 @@ use psrp::{
         SessionStatus,
     },
     state::{Availability, PipelineState, RunspacePoolState},
-    transport::ssh::{HostKeyPolicy, SshAuth, SshConfig, SshError, SshKey},
+    transport::ssh::{HostKeyPolicy, SshAuth, SshConfig, SshError},
 };
 use tokio::time::timeout;
 
@@ -30,14 +32,11 @@ fn read(path: &Path) -> String {
 }
 
 fn key_auth(hosts: &TargetHosts) -> SshAuth {
-    let key = SshKey::decode(&read(&hosts.state.users.key.private_key), None).expect("the key user's key");
-    SshAuth::PrivateKey(key)
+    hosts.key_auth().expect("the key user's key")
 }
 
 fn ssh_config(hosts: &TargetHosts, host: &Host, user: &str, auth: SshAuth) -> SshConfig {
-    let policy = HostKeyPolicy::known_hosts(&read(&hosts.state.known_hosts));
-    let mut config = SshConfig::new(host.address.clone(), user, auth, policy);
-    config.port = host.port;
+    let mut config = hosts.ssh_config(host, user, auth).expect("known_hosts");
     config.connect_timeout = STEP;
     config
 }
@@ -114,48 +113,13 @@ async fn wait_status(session: &Session, what: &str, ok: impl Fn(&SessionStatus) 
     found.clone()
 }
 
-/// Tasks alive on this test's runtime (each `#[tokio::test]` has its own).
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current().metrics().num_alive_tasks()
-}
-
-async fn assert_tasks_settle(baseline: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive_tasks() > baseline {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} tasks alive, {baseline} before",
-            alive_tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// sshd processes in the host's namespace (the listener is one).
-fn sshd_processes(host: &Host) -> Vec<String> {
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &host.netns])
-        .output()
-        .expect("ip netns pids");
-    String::from_utf8_lossy(&pids.stdout)
-        .split_whitespace()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .unwrap_or_default()
-                .trim()
-                == "sshd"
-        })
-        .map(str::to_owned)
-        .collect()
-}
-
 async fn wait_sshd_count(host: &Host, count: usize) {
     let deadline = Instant::now() + STEP;
-    while sshd_processes(host).len() != count {
+    while host.sshd_processes().len() != count {
         assert!(
             Instant::now() < deadline,
             "{} sshd processes on {}",
-            sshd_processes(host).len(),
+            host.sshd_processes().len(),
             host.netns
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -689,7 +653,7 @@ async fn a_connection_lost_mid_pipeline_ends_it_with_a_typed_error_and_partial_o
     let session = open(&hosts, &h1).await;
     let (handle, output) = streaming(&session, 50).await;
     let listener = read(&hosts.state.state_dir.join("h1/sshd.pid")).trim().to_owned();
-    for pid in sshd_processes(&h1).into_iter().filter(|pid| *pid != listener) {
+    for pid in h1.sshd_processes().into_iter().filter(|pid| *pid != listener) {
         let pid: libc::pid_t = pid.parse().expect("a pid");
         // SAFETY: kill(2) on a pid of the test's own host namespace.
         unsafe { libc::kill(pid, libc::SIGKILL) };

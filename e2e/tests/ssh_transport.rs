@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::hosts::{Host, TargetHosts};
+use e2e::{
+    hosts::{Host, TargetHosts},
+    tasks::{alive_tasks, assert_tasks_settle},
+};
 use psrp::transport::ssh::{
     HostKeyPolicy, SshAuth, SshConfig, SshError, SshKey, SshSubsystem, open_subsystem,
 };
@@ -33,12 +36,11 @@ fn read(path: &Path) -> String {
 }
 
 fn known_hosts(hosts: &TargetHosts) -> HostKeyPolicy {
-    HostKeyPolicy::known_hosts(&read(&hosts.state.known_hosts))
+    hosts.host_key_policy().expect("known_hosts")
 }
 
 fn key_auth(hosts: &TargetHosts) -> SshAuth {
-    let key = SshKey::decode(&read(&hosts.state.users.key.private_key), None).expect("the key user's key");
-    SshAuth::PrivateKey(key)
+    hosts.key_auth().expect("the key user's key")
 }
 
 fn config(host: &Host, user: &str, auth: SshAuth, policy: HostKeyPolicy) -> SshConfig {
@@ -49,12 +51,9 @@ fn config(host: &Host, user: &str, auth: SshAuth, policy: HostKeyPolicy) -> SshC
 }
 
 fn key_config(hosts: &TargetHosts, host: &Host) -> SshConfig {
-    config(
-        host,
-        &hosts.state.users.key.name,
-        key_auth(hosts),
-        known_hosts(hosts),
-    )
+    let mut config = hosts.key_config(host).expect("the key user's config");
+    config.connect_timeout = STEP;
+    config
 }
 
 async fn open(config: &SshConfig) -> Result<SshSubsystem, SshError> {
@@ -141,24 +140,6 @@ fn socket_option(local: SocketAddr, level: libc::c_int, name: libc::c_int) -> Op
         }
     }
     None
-}
-
-/// Tasks alive on this test's runtime (each `#[tokio::test]` has its own).
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current().metrics().num_alive_tasks()
-}
-
-/// Waits (bounded) until the runtime is back to `baseline` tasks.
-async fn assert_tasks_settle(baseline: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive_tasks() > baseline {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} tasks alive, {baseline} before",
-            alive_tasks()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits (bounded) until `path` contains `needle`: sshd writes its log after the fact.

@@ -1,0 +1,503 @@
+//! Benchmark of the project's PSRP client (`psrp::session`) against pypsrp 1.0.0b1's SSH client, on
+//! the same namespace host (real sshd, the PSRP peer), interleaved round by round, printed side by
+//! side as a Markdown table with ratios (pypsrp / ours). Not a test: nothing here asserts a time.
+//!
+//! `cargo run --release -p e2e --bin psrp-bench -- [--quick]` (as root, like the e2e tests).
+//!
+//! Each client measures itself in its own process: wall time, CPU as getrusage(RUSAGE_SELF) user+sys,
+//! RSS from /proc/self/statm. The pypsrp side is `e2e/bench/pypsrp_bench.py`, driven over stdio.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Arc, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use e2e::hosts::TargetHosts;
+use psrp::{
+    clixml::PsValue,
+    session::{Session, SessionOptions},
+    transport::ssh::SshConfig,
+};
+use serde_json::{Value, json};
+use tokio::{sync::Semaphore, time::timeout};
+
+/// Bound for any one open, pipeline or close.
+const STEP: Duration = Duration::from_secs(30);
+/// Sessions opening at the same time in the concurrent workload (both clients).
+const OPENING_AT_ONCE: usize = 50;
+const SCRIPT: &str = "Write-Output 1";
+
+#[derive(Parser)]
+#[command(about = "PSRP client benchmark: ours against pypsrp's SSH client, same peer and sshd")]
+struct Args {
+    /// Smaller counts, for a smoke check.
+    #[arg(long)]
+    quick: bool,
+}
+
+struct Counts {
+    rounds: usize,
+    opens_per_round: usize,
+    pipelines_per_round: usize,
+    sequential: usize,
+    concurrent: usize,
+}
+
+impl Counts {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Counts {
+                rounds: 2,
+                opens_per_round: 5,
+                pipelines_per_round: 50,
+                sequential: 100,
+                concurrent: 20,
+            }
+        } else {
+            Counts {
+                rounds: 5,
+                opens_per_round: 20,
+                pipelines_per_round: 200,
+                sequential: 1000,
+                concurrent: 300,
+            }
+        }
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+fn rss_bytes() -> i64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: i64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
+}
+
+/// What one run of a workload measured (either client): the same shape as the Python side's JSON.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<f64>,
+    cpu: f64,
+    wall: f64,
+    count: usize,
+}
+
+impl Sample {
+    fn add(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.cpu += other.cpu;
+        self.wall += other.wall;
+        self.count += other.count;
+    }
+
+    fn from_json(value: &Value, count: usize) -> Result<Self> {
+        if let Some(error) = value.get("error") {
+            bail!("pypsrp: {error}");
+        }
+        let latencies = value["latencies"]
+            .as_array()
+            .map(|l| l.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        Ok(Sample {
+            latencies,
+            cpu: value["cpu"].as_f64().context("cpu")?,
+            wall: value["wall"].as_f64().context("wall")?,
+            count,
+        })
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
+    fn cpu_per(&self) -> f64 {
+        self.cpu / self.count as f64
+    }
+}
+
+struct Concurrent {
+    opened: usize,
+    wall: f64,
+    rss_delta: f64,
+}
+
+impl Concurrent {
+    fn from_json(value: &Value) -> Result<Self> {
+        if let Some(error) = value.get("error") {
+            bail!("pypsrp: {error}");
+        }
+        Ok(Concurrent {
+            opened: value["opened"].as_u64().context("opened")? as usize,
+            wall: value["wall"].as_f64().context("wall")?,
+            rss_delta: value["rss_delta"].as_f64().context("rss_delta")?,
+        })
+    }
+}
+
+// ---- our client ----
+
+fn ssh_config(hosts: &TargetHosts) -> Result<SshConfig> {
+    let mut config = hosts.key_config(hosts.host(0))?;
+    config.connect_timeout = STEP;
+    Ok(config)
+}
+
+fn options() -> SessionOptions {
+    SessionOptions {
+        open_timeout: STEP,
+        operation_timeout: STEP,
+        ..SessionOptions::default()
+    }
+}
+
+async fn open(config: &SshConfig) -> Result<Session> {
+    timeout(
+        STEP + Duration::from_secs(5),
+        Session::open_ssh(config, options()),
+    )
+    .await
+    .context("open: no result in time")?
+    .context("open")
+}
+
+async fn close(session: Session) -> Result<()> {
+    timeout(STEP, session.close())
+        .await
+        .context("close: no result in time")?
+        .context("close")
+}
+
+async fn pipeline(session: &Session) -> Result<()> {
+    let run = async {
+        let handle = session
+            .run_script(SCRIPT, Vec::<(String, PsValue)>::new())
+            .await?;
+        anyhow::Ok(handle.collect().await?)
+    };
+    let outcome = timeout(STEP, run)
+        .await
+        .context("pipeline: no result in time")??;
+    if outcome.output.len() != 1 {
+        bail!("unexpected output {:?}", outcome.output);
+    }
+    Ok(())
+}
+
+async fn ours_opens(config: &SshConfig, count: usize) -> Result<Sample> {
+    let mut latencies = Vec::with_capacity(count);
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    for _ in 0..count {
+        let start = Instant::now();
+        let session = open(config).await?;
+        latencies.push(start.elapsed().as_secs_f64());
+        close(session).await?;
+    }
+    Ok(Sample {
+        latencies,
+        cpu: cpu_seconds() - cpu0,
+        wall: wall0.elapsed().as_secs_f64(),
+        count,
+    })
+}
+
+async fn ours_pipelines(config: &SshConfig, count: usize) -> Result<Sample> {
+    let session = open(config).await?;
+    let mut latencies = Vec::with_capacity(count);
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    for _ in 0..count {
+        let start = Instant::now();
+        pipeline(&session).await?;
+        latencies.push(start.elapsed().as_secs_f64());
+    }
+    let sample = Sample {
+        latencies,
+        cpu: cpu_seconds() - cpu0,
+        wall: wall0.elapsed().as_secs_f64(),
+        count,
+    };
+    close(session).await?;
+    Ok(sample)
+}
+
+async fn ours_concurrent(config: &SshConfig, count: usize) -> Result<Concurrent> {
+    let gate = Arc::new(Semaphore::new(OPENING_AT_ONCE));
+    let (rss0, wall0) = (rss_bytes(), Instant::now());
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (gate, config) = (gate.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            open(&config).await
+        }));
+    }
+    let mut sessions = Vec::with_capacity(count);
+    let mut errors = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(session)) => sessions.push(session),
+            Ok(Err(e)) => errors.push(format!("{e:#}")),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let (wall, rss) = (wall0.elapsed().as_secs_f64(), rss_bytes());
+    if !errors.is_empty() {
+        eprintln!(
+            "ours: {} of {count} opens failed, e.g. {}",
+            errors.len(),
+            errors[0]
+        );
+    }
+    if let Some(first) = sessions.first() {
+        pipeline(first).await?;
+    }
+    let closing: Vec<_> = sessions.into_iter().map(|s| tokio::spawn(close(s))).collect();
+    for task in closing {
+        let _ = task.await;
+    }
+    Ok(Concurrent {
+        opened: count - errors.len(),
+        wall,
+        rss_delta: (rss - rss0) as f64,
+    })
+}
+
+// ---- pypsrp, driven over stdio ----
+
+struct Pypsrp {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<std::io::Result<String>>,
+}
+
+fn venv_python() -> Result<PathBuf> {
+    if let Some(venv) = std::env::var_os("PSSO_VENV") {
+        return Ok(PathBuf::from(venv).join("bin/python"));
+    }
+    let script = repo_path("e2e/python-env.sh");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running e2e/python-env.sh")?;
+    if !out.status.success() {
+        bail!("e2e/python-env.sh failed ({})", out.status);
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python"))
+}
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+impl Pypsrp {
+    fn start(hosts_json: &Path) -> Result<Self> {
+        let mut child = Command::new(venv_python()?)
+            .arg(repo_path("e2e/bench/pypsrp_bench.py"))
+            .arg(hosts_json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting pypsrp_bench.py")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Pypsrp { child, stdin, lines })
+    }
+
+    /// One request, answered within `bound` (the Python side bounds each of its steps too).
+    fn request(&mut self, workload: &str, count: usize, bound: Duration) -> Result<Value> {
+        writeln!(self.stdin, "{}", json!({"workload": workload, "count": count}))?;
+        self.stdin.flush()?;
+        let line = self
+            .lines
+            .recv_timeout(bound)
+            .map_err(|e| anyhow!("pypsrp {workload}: no answer within {bound:?} ({e})"))??;
+        serde_json::from_str(&line).with_context(|| format!("pypsrp's answer: {line}"))
+    }
+}
+
+impl Drop for Pypsrp {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"workload": "quit"}));
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bound for a whole workload of `count` steps.
+fn bound(count: usize) -> Duration {
+    STEP * 2 + Duration::from_millis(200) * count as u32
+}
+
+// ---- the table ----
+
+struct Table(Vec<String>);
+
+impl Table {
+    fn row(&mut self, what: &str, ours: f64, theirs: f64, digits: usize) {
+        let ratio = if ours > 0.0 { theirs / ours } else { f64::NAN };
+        self.0.push(format!(
+            "| {what} | {ours:.digits$} | {theirs:.digits$} | {ratio:.1}x |"
+        ));
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let counts = Counts::new(args.quick);
+    let ms = 1e3;
+
+    eprintln!("psrp-bench: bringing up one namespace host (sshd and the PSRP peer)");
+    let hosts = TargetHosts::up(1).await?;
+    let config = ssh_config(&hosts)?;
+    let mut py = Pypsrp::start(&hosts.state.state_dir.join("hosts.json"))?;
+
+    // Warm-up, not counted: the first connection of each client (host key caches, the peer).
+    ours_opens(&config, 1).await?;
+    py.request("open", 1, bound(1))?;
+
+    let (mut ours_open, mut py_open) = (Sample::default(), Sample::default());
+    let (mut ours_pipe, mut py_pipe) = (Sample::default(), Sample::default());
+    for round in 1..=counts.rounds {
+        eprintln!("psrp-bench: round {round}/{}", counts.rounds);
+        let n = counts.opens_per_round;
+        ours_open.add(ours_opens(&config, n).await?);
+        py_open.add(Sample::from_json(&py.request("open", n, bound(n))?, n)?);
+        let n = counts.pipelines_per_round;
+        ours_pipe.add(ours_pipelines(&config, n).await?);
+        py_pipe.add(Sample::from_json(&py.request("pipelines", n, bound(n))?, n)?);
+    }
+
+    let n = counts.sequential;
+    eprintln!("psrp-bench: {n} sequential pipelines");
+    let ours_seq = ours_pipelines(&config, n).await?;
+    let py_seq = Sample::from_json(&py.request("pipelines", n, bound(n))?, n)?;
+
+    let n = counts.concurrent;
+    eprintln!("psrp-bench: {n} concurrent sessions");
+    let ours_conc = ours_concurrent(&config, n).await?;
+    let py_conc = Concurrent::from_json(&py.request("concurrent", n, bound(n))?)?;
+    drop(py);
+
+    let mut table = Table(vec![
+        "| measure | ours (psrp) | pypsrp 1.0.0b1 | pypsrp / ours |".into(),
+        "|---|---:|---:|---:|".into(),
+    ]);
+    let opens = ours_open.count;
+    table.row(
+        &format!("open p50, ms ({opens} opens)"),
+        ours_open.percentile(50.0) * ms,
+        py_open.percentile(50.0) * ms,
+        2,
+    );
+    table.row(
+        "open p99, ms",
+        ours_open.percentile(99.0) * ms,
+        py_open.percentile(99.0) * ms,
+        2,
+    );
+    table.row(
+        "client CPU per open + close, ms",
+        ours_open.cpu_per() * ms,
+        py_open.cpu_per() * ms,
+        2,
+    );
+    let pipes = ours_pipe.count;
+    table.row(
+        &format!("pipeline round trip p50, ms ({pipes} pipelines)"),
+        ours_pipe.percentile(50.0) * ms,
+        py_pipe.percentile(50.0) * ms,
+        3,
+    );
+    table.row(
+        "pipeline round trip p99, ms",
+        ours_pipe.percentile(99.0) * ms,
+        py_pipe.percentile(99.0) * ms,
+        3,
+    );
+    table.row(
+        "client CPU per pipeline, ms",
+        ours_pipe.cpu_per() * ms,
+        py_pipe.cpu_per() * ms,
+        3,
+    );
+    let seq = counts.sequential;
+    table.row(
+        &format!("{seq} sequential pipelines, total s"),
+        ours_seq.wall,
+        py_seq.wall,
+        2,
+    );
+    table.row(
+        &format!("{seq} sequential pipelines, ms each"),
+        ours_seq.wall / seq as f64 * ms,
+        py_seq.wall / seq as f64 * ms,
+        3,
+    );
+    table.row(
+        &format!("{seq} sequential pipelines, CPU ms each"),
+        ours_seq.cpu_per() * ms,
+        py_seq.cpu_per() * ms,
+        3,
+    );
+    let conc = counts.concurrent;
+    table.row(
+        &format!("{conc} concurrent sessions, time to open all, s"),
+        ours_conc.wall,
+        py_conc.wall,
+        2,
+    );
+    table.row(
+        &format!("{conc} concurrent sessions, RSS per session, KiB"),
+        ours_conc.rss_delta / ours_conc.opened.max(1) as f64 / 1024.0,
+        py_conc.rss_delta / py_conc.opened.max(1) as f64 / 1024.0,
+        1,
+    );
+    if ours_conc.opened != conc || py_conc.opened != conc {
+        table.0.push(format!(
+            "\nOpened of {conc}: ours {}, pypsrp {}.",
+            ours_conc.opened, py_conc.opened
+        ));
+    }
+    println!("{}", table.0.join("\n"));
+    Ok(())
+}
