@@ -38,6 +38,14 @@ struct Args {
     /// Smaller counts, for a smoke check.
     #[arg(long)]
     quick: bool,
+    /// Profiling aid: only our client, `N` sequential pipelines on one session (plus 20 opens),
+    /// no pypsrp; prints CPU per pipeline and per open + close.
+    #[arg(long, value_name = "N")]
+    only_ours: Option<usize>,
+    /// With `--only-ours`: run the pipelines in a spawned task (on a runtime worker, as the
+    /// operator's reconcilers do) rather than on the main thread's `block_on`.
+    #[arg(long, requires = "only_ours")]
+    in_task: bool,
 }
 
 struct Counts {
@@ -389,6 +397,23 @@ async fn main() -> Result<()> {
     eprintln!("psrp-bench: bringing up one namespace host (sshd and the PSRP peer)");
     let hosts = TargetHosts::up(1).await?;
     let config = ssh_config(&hosts)?;
+    if let Some(n) = args.only_ours {
+        ours_opens(&config, 1).await?;
+        let opens = ours_opens(&config, 20).await?;
+        let pipes = if args.in_task {
+            let config = config.clone();
+            tokio::spawn(async move { ours_pipelines(&config, n).await }).await??
+        } else {
+            ours_pipelines(&config, n).await?
+        };
+        println!(
+            "ours only: CPU per open + close {:.3} ms, CPU per pipeline {:.3} ms ({n}), p50 {:.3} ms",
+            opens.cpu_per() * ms,
+            pipes.cpu_per() * ms,
+            pipes.percentile(50.0) * ms
+        );
+        return Ok(());
+    }
     let mut py = Pypsrp::start(&hosts.state.state_dir.join("hosts.json"))?;
 
     // Warm-up, not counted: the first connection of each client (host key caches, the peer).

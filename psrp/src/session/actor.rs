@@ -203,6 +203,12 @@ impl Actor {
         if let Err(error) = self.pool.open() {
             self.fail(error.into());
         }
+        // One timer for the whole loop, moved only when the next deadline changes: a new `Sleep`
+        // per iteration registers with and leaves the runtime's timer wheel (a lock each) on every
+        // packet, and nearly every iteration has a deadline (an ack is almost always awaited).
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         let end = loop {
             self.pump();
             self.publish();
@@ -210,6 +216,12 @@ impl Actor {
                 break end;
             }
             let deadline = self.next_deadline();
+            if let Some(deadline) = deadline
+                && armed != Some(deadline)
+            {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
             let paused = self.read_paused();
             let pending = &self.out[self.out_pos..];
             let current = self.current.as_ref();
@@ -220,7 +232,7 @@ impl Actor {
                 wrote = write_some(&mut writer, pending), if !pending.is_empty() || self.needs_flush => {
                     Wake::Wrote(wrote)
                 }
-                () = sleep_until(deadline) => Wake::Deadline,
+                () = &mut timer, if deadline.is_some() => Wake::Deadline,
                 () = handle_gone(watched.map(|c| &c.events)) => Wake::HandleGone,
                 () = resumed(current.map(|c| &*c.flow)), if paused => Wake::Resume,
             };
@@ -851,13 +863,6 @@ async fn write_some<W: AsyncWrite + Unpin>(writer: &mut W, pending: &[u8]) -> io
         writer.flush().await.map(|()| 0)
     } else {
         writer.write(pending).await
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -205,7 +205,17 @@ pub(crate) struct Transport {
     kill: oneshot::Receiver<()>,
     killed: bool,
     end: Arc<EndSignal>,
+    /// Bytes read from the socket that russh has not taken yet: `read_buf[read_pos..read_len]`.
+    /// russh reads each SSH packet in two small reads (the length, then the rest), one `recvfrom`
+    /// (and one `TCP_QUICKACK` `setsockopt`) each without this; with it, one read per arrival.
+    read_buf: Box<[u8]>,
+    read_pos: usize,
+    read_len: usize,
 }
+
+/// The size of [`Transport`]'s read buffer: the replies of a pipeline's exchange fit; larger reads
+/// with the buffer empty go straight to the caller's buffer.
+const TRANSPORT_READ_BUFFER: usize = 4096;
 
 impl Transport {
     pub(crate) fn new(tcp: TcpStream, kill: oneshot::Receiver<()>, end: Arc<EndSignal>) -> Self {
@@ -214,6 +224,9 @@ impl Transport {
             kill,
             killed: false,
             end,
+            read_buf: vec![0; TRANSPORT_READ_BUFFER].into_boxed_slice(),
+            read_pos: 0,
+            read_len: 0,
         }
     }
 
@@ -260,21 +273,50 @@ impl AsyncRead for Transport {
         if let Some(e) = self.killed(cx) {
             return Poll::Ready(Err(e));
         }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            if buf.filled().len() > before {
-                // sshd leaves Nagle on for sessions without a terminal, so a reply it writes in two
-                // parts waits for our ACK of the first, which Linux delays up to 40 ms: one such stall
-                // per channel open and per exchange of the out-of-process framing. Quick ACKs avoid
-                // it. The kernel may fall back to delayed ACKs, so it is set again after every read.
-                let _ = socket2::SockRef::from(&self.tcp).set_tcp_quickack(true);
-            } else if buf.remaining() > 0 {
-                let reason = "the server closed the TCP connection".to_owned();
-                self.end.observe(SshError::Disconnected { reason });
+        let this = &mut *self;
+        if this.read_pos == this.read_len && buf.remaining() >= this.read_buf.len() {
+            // Nothing buffered and a big read: straight into the caller's buffer.
+            let before = buf.filled().len();
+            let result = Pin::new(&mut this.tcp).poll_read(cx, buf);
+            if let Poll::Ready(Ok(())) = result {
+                this.after_read(buf.filled().len() - before);
+            }
+            return this.note(result);
+        }
+        if this.read_pos == this.read_len {
+            let mut inner = ReadBuf::new(&mut this.read_buf);
+            let result = Pin::new(&mut this.tcp).poll_read(cx, &mut inner);
+            let n = inner.filled().len();
+            if let Poll::Ready(Ok(())) = result {
+                this.read_pos = 0;
+                this.read_len = n;
+                this.after_read(n);
+            }
+            if n == 0 {
+                return this.note(result);
             }
         }
-        self.note(result)
+        let available = &this.read_buf[this.read_pos..this.read_len];
+        let n = available.len().min(buf.remaining());
+        buf.put_slice(&available[..n]);
+        this.read_pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Transport {
+    /// After a read from the socket that returned `n` bytes (zero: end of file).
+    fn after_read(&self, n: usize) {
+        if n > 0 {
+            // sshd leaves Nagle on for sessions without a terminal, so a reply it writes in two
+            // parts waits for our ACK of the first, which Linux delays up to 40 ms: one such stall
+            // per channel open and per exchange of the out-of-process framing. Quick ACKs avoid
+            // it. The kernel may fall back to delayed ACKs, so it is set again after every read.
+            let _ = socket2::SockRef::from(&self.tcp).set_tcp_quickack(true);
+        } else {
+            let reason = "the server closed the TCP connection".to_owned();
+            self.end.observe(SshError::Disconnected { reason });
+        }
     }
 }
 
