@@ -22,7 +22,7 @@ use psrp::messages::{
 };
 
 mod common;
-use common::{attr, element_text, payloads, vectors_dir};
+use common::{element_text, payloads, shell_id, vectors_dir};
 
 /// Every client message of every recording, as (file, message), in order.
 fn client_messages(files: &[PathBuf]) -> Vec<(String, Message)> {
@@ -42,16 +42,7 @@ fn client_messages(files: &[PathBuf]) -> Vec<(String, Message)> {
             {
                 continue;
             }
-            let shell_id = body
-                .find("Name=\"ShellId\">")
-                .map(|at| &body[at + 15..])
-                .and_then(|rest| rest.split('<').next())
-                .or_else(|| {
-                    body.find("<rsp:Shell ")
-                        .and_then(|at| attr(&body[at..], "ShellId"))
-                })
-                .unwrap_or("")
-                .to_uppercase();
+            let shell_id = shell_id(body);
             for payload in payloads(body) {
                 let data = BASE64.decode(payload.text).expect("base64");
                 let key = (shell_id.clone(), payload.command_id.unwrap_or("").to_uppercase());
@@ -74,37 +65,6 @@ fn client_messages(files: &[PathBuf]) -> Vec<(String, Message)> {
         }
     }
     out
-}
-
-/// The element kind of a value, as its CLIXML tag.
-fn kind(value: &PsValue) -> &'static str {
-    match value {
-        PsValue::Nil => "Nil",
-        PsValue::Str(_) => "S",
-        PsValue::Char(_) => "C",
-        PsValue::Bool(_) => "B",
-        PsValue::DateTime(_) => "DT",
-        PsValue::Duration(_) => "TS",
-        PsValue::U8(_) => "By",
-        PsValue::I8(_) => "SB",
-        PsValue::U16(_) => "U16",
-        PsValue::I16(_) => "I16",
-        PsValue::U32(_) => "U32",
-        PsValue::I32(_) => "I32",
-        PsValue::U64(_) => "U64",
-        PsValue::I64(_) => "I64",
-        PsValue::Single(_) => "Sg",
-        PsValue::Double(_) => "Db",
-        PsValue::Decimal(_) => "D",
-        PsValue::Bytes(_) => "BA",
-        PsValue::Guid(_) => "G",
-        PsValue::Uri(_) => "URI",
-        PsValue::Version(_) => "Version",
-        PsValue::XmlDocument(_) => "XD",
-        PsValue::ScriptBlock(_) => "SBK",
-        PsValue::SecureString(_) => "SS",
-        PsValue::Object(_) => "Obj",
-    }
 }
 
 fn content_kind(content: &ObjContent) -> &'static str {
@@ -135,7 +95,7 @@ fn compare(path: &str, recorded: &PsValue, ours: &PsValue, diffs: &mut Vec<Diff>
     };
     match (recorded, ours) {
         (PsValue::Object(r), PsValue::Object(o)) => compare_objects(path, r, o, diffs),
-        (r, o) if kind(r) != kind(o) => diff("kind", format!("recorded {} ours {}", kind(r), kind(o))),
+        (r, o) if r.tag() != o.tag() => diff("kind", format!("recorded {} ours {}", r.tag(), o.tag())),
         (r, o) if r != o => diff("value", format!("recorded {r:?} ours {o:?}")),
         _ => {}
     }
@@ -212,7 +172,7 @@ fn compare_objects(path: &str, r: &PsObject, o: &PsObject, diffs: &mut Vec<Diff>
                 None => diffs.push(Diff {
                     path: child,
                     what: "missing",
-                    detail: format!("recorded {} {:.60}", kind(rv), format!("{rv:?}")),
+                    detail: format!("recorded {} {:.60}", rv.tag(), format!("{rv:?}")),
                 }),
             }
         }
@@ -226,7 +186,7 @@ fn compare_objects(path: &str, r: &PsObject, o: &PsObject, diffs: &mut Vec<Diff>
                 diffs.push(Diff {
                     path: child,
                     what: "extra",
-                    detail: format!("ours {} {:.60}", kind(ov), format!("{ov:?}")),
+                    detail: format!("ours {} {:.60}", ov.tag(), format!("{ov:?}")),
                 });
             }
         }

@@ -140,16 +140,7 @@ fn scan_file(
         if dir == Dir::Client {
             let uri = element_text(body, "wsman:ResourceURI").unwrap_or("");
             psrp_shell = uri.starts_with("http://schemas.microsoft.com/powershell/");
-            shell_id = body
-                .find("Name=\"ShellId\">")
-                .map(|at| &body[at + 15..])
-                .and_then(|rest| rest.split('<').next())
-                .or_else(|| {
-                    body.find("<rsp:Shell ")
-                        .and_then(|at| attr(&body[at..], "ShellId"))
-                })
-                .unwrap_or("")
-                .to_uppercase();
+            shell_id = common::shell_id(body);
         }
         if !psrp_shell {
             continue;

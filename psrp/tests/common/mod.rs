@@ -104,3 +104,17 @@ pub fn payloads(body: &str) -> Vec<Payload<'_>> {
     }
     out
 }
+
+/// The WinRM shell id a SOAP body names (a `ShellId` option or the `<rsp:Shell ShellId=..>`
+/// attribute), upper-cased; empty when it names none.
+pub fn shell_id(body: &str) -> String {
+    body.find("Name=\"ShellId\">")
+        .map(|at| &body[at + 15..])
+        .and_then(|rest| rest.split('<').next())
+        .or_else(|| {
+            body.find("<rsp:Shell ")
+                .and_then(|at| attr(&body[at..], "ShellId"))
+        })
+        .unwrap_or("")
+        .to_uppercase()
+}
