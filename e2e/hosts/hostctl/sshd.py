@@ -40,7 +40,7 @@ def sshd_config_text(host: dict, state: dict) -> str:
         f"MaxStartups {max_sessions}",
         f"MaxSessions {max_sessions}",
         "LogLevel VERBOSE",
-        f"Subsystem powershell {SHIM} {host['peer_socket']}",
+        f"Subsystem powershell {state_dir}/{SHIM.name} {host['peer_socket']}",
         "",
     ])
 

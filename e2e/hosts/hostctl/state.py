@@ -4,12 +4,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import stat
 from pathlib import Path
 from typing import Iterator
 
 from .errors import HostctlError
 from .locking import FileLock
+from .paths import SHIM
 from .registry import read_record
 from .util import require_root, write_atomically
 
@@ -85,4 +87,9 @@ def prepare_state_dir(state_dir: str | Path, count: int) -> Path:
             raise HostctlError(f"state dir {path}: the ssh test users cannot traverse {ancestor} "
                                f"(mode {stat.S_IMODE(ancestor.stat().st_mode):04o}); "
                                f"use a directory under a world-traversable one such as /tmp")
+    # sshd runs the subsystem as the test user, who may not be able to reach the checkout (a clone
+    # under /root or a mktemp -d dir is 0700): run a copy from the state dir, which they can.
+    shim = path / SHIM.name
+    shutil.copyfile(SHIM, shim)
+    shim.chmod(0o755)
     return path
