@@ -199,10 +199,14 @@ def test_any_user_can_connect_and_is_recognised():
     """The shim runs as the ssh user; the 0666 socket lets it in, SO_PEERCRED names it."""
     directory = Path(tempfile.mkdtemp(prefix="psrp-peer-"))
     directory.chmod(0o755)  # the user must reach the socket
+    # The checkout may be out of the user's reach (a 0700 clone): run a copy of the shim beside the socket.
+    shim = directory / SHIM.name
+    shutil.copyfile(SHIM, shim)
+    shim.chmod(0o755)
     peer = Peer(directory)
     try:
         info = psrp.ProcessInfo(executable=shutil.which("setpriv"), arguments=[
-            "--reuid=65534", "--regid=65534", "--clear-groups", str(SHIM), str(peer.socket)])
+            "--reuid=65534", "--regid=65534", "--clear-groups", str(shim), str(peer.socket)])
 
         async def main():
             async with psrp.AsyncRunspacePool(info) as rp:
