@@ -4,6 +4,7 @@
 pub mod controlplane;
 pub mod crds;
 pub mod hosts;
+pub mod operator;
 pub mod tasks;
 
 pub use controlplane::{

@@ -3,4 +3,8 @@
 //! `api` holds the CRD types; `crds` renders them as the manifests checked in under `crds/`.
 
 pub mod api;
+pub mod controller;
 pub mod crds;
+pub mod credentials;
+pub mod reason;
+pub mod registry;

@@ -1,6 +1,7 @@
 //! The operator's API, `psremoting.dev/v1alpha1`: the Rust types the CRDs are generated from.
 
 mod common;
+pub mod conditions;
 pub mod psjob;
 pub mod pssession;
 

@@ -1,0 +1,671 @@
+//! The operator end to end: its binary against the real control plane and namespace hosts with
+//! sshd and the PSRP peer. Each test has its own namespace, hosts and operator process (watching
+//! only that namespace). Every wait is bounded.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use e2e::{
+    ControlPlane, TestNamespace,
+    crds::install_crds,
+    hosts::TargetHosts,
+    operator::{OperatorProcess, create_host_secrets, eventually, job_yaml, ssh_session_yaml},
+    test_namespace,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use kube::api::DeleteParams;
+use pssession_operator::api::{JobState, PSJob, PSSession, RunspaceState};
+
+const OPEN: Duration = Duration::from_secs(40);
+const STEP: Duration = Duration::from_secs(20);
+
+struct Env {
+    ns: TestNamespace,
+    hosts: TargetHosts,
+    operator: OperatorProcess,
+}
+
+impl Env {
+    async fn new(prefix: &str, hosts: usize) -> Env {
+        let control_plane = ControlPlane::shared();
+        install_crds(control_plane).await.expect("CRDs install");
+        let ns = test_namespace(prefix).await;
+        let hosts = TargetHosts::up(hosts).await.expect("hosts come up");
+        create_host_secrets(&ns.api::<Secret>(), &hosts, "h")
+            .await
+            .expect("secrets");
+        let operator = OperatorProcess::start(control_plane, &ns.name, &[])
+            .await
+            .expect("operator starts");
+        Env { ns, hosts, operator }
+    }
+
+    async fn apply(&self, yaml: &str) {
+        self.ns
+            .kubectl_with_stdin(&["apply", "-f", "-"], yaml)
+            .await
+            .and_then(|o| o.ok().map(|_| ()))
+            .unwrap_or_else(|e| panic!("kubectl apply: {e:#}\n{yaml}"));
+    }
+
+    async fn session(&self, name: &str, auth: &str, extra: &str) {
+        let yaml = ssh_session_yaml(name, self.hosts.host(0), "h", auth, extra);
+        self.apply(&yaml).await;
+    }
+
+    async fn job(&self, name: &str, session: &str, script: &str, extra: &str) {
+        self.apply(&job_yaml(name, session, script, extra)).await;
+    }
+
+    async fn wait_session(
+        &self,
+        name: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&PSSession) -> bool,
+    ) -> PSSession {
+        let api = self.ns.api::<PSSession>();
+        let found = eventually(what, within, || {
+            let api = api.clone();
+            let check = &check;
+            async move { Ok(api.get_opt(name).await?.filter(|s| check(s))) }
+        })
+        .await;
+        match found {
+            Ok(session) => session,
+            Err(error) => {
+                let now = api.get_opt(name).await.ok().flatten();
+                panic!(
+                    "{error:#}\nsession now: {:#?}\noperator log:\n{}",
+                    now.and_then(|s| s.status),
+                    tail(&self.operator.log_text())
+                )
+            }
+        }
+    }
+
+    async fn wait_job(
+        &self,
+        name: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&PSJob) -> bool,
+    ) -> PSJob {
+        let api = self.ns.api::<PSJob>();
+        let found = eventually(what, within, || {
+            let api = api.clone();
+            let check = &check;
+            async move { Ok(api.get_opt(name).await?.filter(|j| check(j))) }
+        })
+        .await;
+        match found {
+            Ok(job) => job,
+            Err(error) => {
+                let now = api.get_opt(name).await.ok().flatten();
+                panic!(
+                    "{error:#}\njob now: {:#?}\noperator log:\n{}",
+                    now.and_then(|j| j.status),
+                    tail(&self.operator.log_text())
+                )
+            }
+        }
+    }
+
+    async fn ready(&self, name: &str) -> PSSession {
+        self.wait_session(name, OPEN, "session Ready", |s| {
+            condition(s, "Ready") == Some(("True", "Opened"))
+        })
+        .await
+    }
+
+    async fn done(&self, name: &str) -> PSJob {
+        self.wait_job(name, OPEN, "job finished", |j| {
+            matches!(
+                state(j),
+                Some(JobState::Completed | JobState::Failed | JobState::Stopped)
+            )
+        })
+        .await
+    }
+
+    async fn events(&self) -> Vec<Event> {
+        self.ns
+            .api::<Event>()
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn condition<'a>(session: &'a PSSession, type_: &str) -> Option<(&'a str, &'a str)> {
+    let status = session.status.as_ref()?;
+    let c = status.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.as_str(), c.reason.as_str()))
+}
+
+fn state(job: &PSJob) -> Option<JobState> {
+    job.status.as_ref()?.state
+}
+
+fn output(job: &PSJob) -> String {
+    job.status
+        .as_ref()
+        .and_then(|s| s.output.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn jobs_share_session_state_run_in_order_and_report_output() {
+    let env = Env::new("ctl-jobs", 1).await;
+    env.session("s1", "PublicKey", "").await;
+    let ready = env.ready("s1").await;
+    let status = ready.status.clone().expect("status");
+    assert_eq!(status.state, Some(RunspaceState::Opened));
+    assert!(status.instance_id.is_some() && status.opened_at.is_some() && status.protocol_version.is_some());
+    assert_eq!(condition(&ready, "Reconciling"), Some(("False", "Opened")));
+    assert_eq!(condition(&ready, "Stalled"), Some(("False", "Opened")));
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+
+    // kubectl wait works the way users write it.
+    let waited = env
+        .ns
+        .kubectl(&["wait", "--for=condition=Ready", "pssession/s1", "--timeout=10s"])
+        .await
+        .expect("kubectl wait runs");
+    assert!(waited.success(), "{}", waited.stderr);
+
+    // State set by one job is read by the next, in the same session.
+    env.job("set", "s1", "$greeting = 'kept between jobs'", "").await;
+    let set = env.done("set").await;
+    assert_eq!(state(&set), Some(JobState::Completed), "{:?}", set.status);
+    env.job("get", "s1", "$greeting", "").await;
+    let get = env.done("get").await;
+    assert_eq!(output(&get), "kept between jobs\n");
+
+    // A long job and a second one: the second queues behind it, then runs.
+    env.job(
+        "long",
+        "s1",
+        "Write-Output 'started'\nStart-Sleep -Seconds 4\nWrite-Output 'ended'",
+        "",
+    )
+    .await;
+    env.wait_job("long", STEP, "long job running", |j| {
+        state(j) == Some(JobState::Running)
+    })
+    .await;
+    env.job("after", "s1", "Write-Output 'second'", "").await;
+    let queued = env
+        .wait_job("after", STEP, "second job queued", |j| {
+            state(j) == Some(JobState::Queued)
+        })
+        .await;
+    assert_eq!(queued.status.and_then(|s| s.queue_position), Some(1));
+    env.wait_session("s1", STEP, "session busy with the long job", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.current_job.as_deref() == Some("long") && st.queued_jobs == ["after"])
+    })
+    .await;
+    let long = env.done("long").await;
+    let after = env.done("after").await;
+    assert_eq!(output(&long), "started\nended\n");
+    assert_eq!(output(&after), "second\n");
+    let (long_end, after_start) = (
+        long.status.and_then(|s| s.completion_time).expect("end"),
+        after
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.clone())
+            .expect("start"),
+    );
+    assert!(
+        after_start.0 >= long_end.0,
+        "the second job started after the first ended"
+    );
+
+    // Every stream, typed parameters, the ConfigMap with the full text, hadErrors.
+    let script = "param($Name, $Count, $Flag, $List, $Map)\nWrite-Output \"hello $Name\"\n$Count\n$Flag\n$List\n\
+                  Write-Warning 'careful'\nWrite-Verbose 'details'\nWrite-Error 'one bad thing'\n\
+                  Write-Information 'fyi'";
+    let params = "parameters:\n  Name: world\n  Count: 42\n  Flag: true\n  List: [1, two]\n  Map: {k: v}";
+    env.job("streams", "s1", script, params).await;
+    let streams = env.done("streams").await;
+    let st = streams.status.clone().expect("status");
+    assert_eq!(st.state, Some(JobState::Completed));
+    assert_eq!(st.had_errors, Some(true));
+    assert_eq!(output(&streams), "hello world\n42\nTrue\n1\ntwo\n");
+    let s = st.streams.expect("streams");
+    assert_eq!(s.warning.as_deref(), Some("careful\n"));
+    assert_eq!(s.error.as_deref(), Some("one bad thing\n"));
+    assert_eq!(s.information.as_deref(), Some("fyi\n"));
+    let cm = env
+        .ns
+        .api::<ConfigMap>()
+        .get(st.output_config_map.as_deref().expect("output ConfigMap named"))
+        .await
+        .expect("output ConfigMap");
+    let data = cm.data.expect("data");
+    assert_eq!(data["output"], "hello world\n42\nTrue\n1\ntwo\n");
+    assert_eq!(data["error"], "one bad thing\n");
+    assert_eq!(
+        cm.metadata.owner_references.expect("owned")[0].uid,
+        streams.metadata.uid.clone().expect("uid")
+    );
+
+    // A terminating error fails the job with its message; the job is owned by its session.
+    env.job("throws", "s1", "Write-Output 'before'\nthrow 'it broke'", "")
+        .await;
+    let throws = env.done("throws").await;
+    let st = throws.status.clone().expect("status");
+    assert_eq!(st.state, Some(JobState::Failed));
+    let failed = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed condition");
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_str()),
+        ("True", "ScriptFailed")
+    );
+    assert!(failed.message.contains("it broke"), "{failed:?}");
+    assert_eq!(output(&throws), "before\n");
+    assert_eq!(
+        throws.metadata.owner_references.expect("owner")[0].uid,
+        ready.metadata.uid.clone().expect("uid")
+    );
+
+    // timeout stops the pipeline: Failed, DeadlineExceeded.
+    env.job("slow", "s1", "Start-Sleep -Seconds 30", "timeout: 2s")
+        .await;
+    let slow = env.done("slow").await;
+    let failed = slow
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Failed");
+    assert_eq!(failed.map(|c| c.reason), Some("DeadlineExceeded".to_owned()));
+
+    // ttlSecondsAfterFinished deletes a finished job.
+    env.job("ephemeral", "s1", "Write-Output 1", "ttlSecondsAfterFinished: 1")
+        .await;
+    let jobs = env.ns.api::<PSJob>();
+    eventually("ttl deletes the job", STEP, || {
+        let jobs = jobs.clone();
+        async move { Ok(jobs.get_opt("ephemeral").await?.is_none().then_some(())) }
+    })
+    .await
+    .expect("job deleted after its ttl");
+
+    // A job for a session that does not exist waits with its reason.
+    env.job("orphan", "nope", "Write-Output 1", "").await;
+    let orphan = env
+        .wait_job("orphan", STEP, "SessionNotFound", |j| {
+            j.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "SessionNotFound"))
+        })
+        .await;
+    assert_eq!(state(&orphan), Some(JobState::Queued));
+
+    let table = env
+        .ns
+        .kubectl(&["get", "pssessions,psjobs"])
+        .await
+        .expect("kubectl get");
+    assert!(
+        table.stdout.contains("Opened") && table.stdout.contains("Completed"),
+        "{}",
+        table.stdout
+    );
+}
+
+#[tokio::test]
+async fn failures_have_their_own_reasons() {
+    let env = Env::new("ctl-fail", 1).await;
+    let password = env.hosts.state.users.password.password.clone();
+
+    // Wrong password: Broken, AuthFailed, Stalled (kstatus Failed).
+    let secrets = env.ns.api::<Secret>();
+    let mut wrong = secrets.get("h-password").await.expect("secret");
+    wrong.metadata = kube::api::ObjectMeta {
+        name: Some("h-wrong".into()),
+        ..Default::default()
+    };
+    if let Some(data) = wrong.data.as_mut() {
+        data.insert(
+            "password".into(),
+            k8s_openapi::ByteString(b"not-the-password".to_vec()),
+        );
+    }
+    secrets
+        .create(&Default::default(), &wrong)
+        .await
+        .expect("wrong secret");
+    let yaml = ssh_session_yaml("wrong-pw", env.hosts.host(0), "h", "Password", "")
+        .replace("name: h-password", "name: h-wrong");
+    env.apply(&yaml).await;
+    let s = env
+        .wait_session("wrong-pw", OPEN, "AuthFailed", |s| {
+            condition(s, "Stalled") == Some(("True", "AuthFailed"))
+        })
+        .await;
+    assert_eq!(
+        s.status.as_ref().and_then(|s| s.state),
+        Some(RunspaceState::Broken)
+    );
+    assert_eq!(condition(&s, "Ready"), Some(("False", "AuthFailed")));
+
+    // The right password opens.
+    env.session("right-pw", "Password", "").await;
+    env.ready("right-pw").await;
+
+    // A missing Secret: waits with SecretNotFound, then opens at once when it appears.
+    let yaml = ssh_session_yaml("late-secret", env.hosts.host(0), "late", "PublicKey", "")
+        .replace("name: late-known-hosts", "name: h-known-hosts");
+    env.apply(&yaml).await;
+    let s = env
+        .wait_session("late-secret", STEP, "SecretNotFound", |s| {
+            condition(s, "Ready") == Some(("False", "SecretNotFound"))
+        })
+        .await;
+    assert_eq!(condition(&s, "Reconciling"), Some(("True", "SecretNotFound")));
+    let mut key = secrets.get("h-key").await.expect("key secret");
+    key.metadata = kube::api::ObjectMeta {
+        name: Some("late-key".into()),
+        ..Default::default()
+    };
+    secrets
+        .create(&Default::default(), &key)
+        .await
+        .expect("late secret");
+    env.ready("late-secret").await;
+
+    // An unknown host key: HostKeyRejected.
+    let mut other = secrets.get("h-known-hosts").await.expect("known hosts");
+    other.metadata = kube::api::ObjectMeta {
+        name: Some("other-known-hosts".into()),
+        ..Default::default()
+    };
+    other.data = Some(
+        [(
+            "known_hosts".to_owned(),
+            k8s_openapi::ByteString(
+                b"example.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBpsmL0r3Ddw0qk0vJxI2oRhZbB1Y1mVJ1yJ1o6Yk7oD\n"
+                    .to_vec(),
+            ),
+        )]
+        .into(),
+    );
+    secrets
+        .create(&Default::default(), &other)
+        .await
+        .expect("other known hosts");
+    let yaml = ssh_session_yaml("bad-hostkey", env.hosts.host(0), "h", "PublicKey", "")
+        .replace("name: h-known-hosts", "name: other-known-hosts");
+    env.apply(&yaml).await;
+    env.wait_session("bad-hostkey", OPEN, "HostKeyRejected", |s| {
+        condition(s, "Stalled") == Some(("True", "HostKeyRejected"))
+    })
+    .await;
+
+    // A host that is down: retried as HostUnreachable (Reconciling), then Broken when retries run out.
+    let down = env.hosts.host(0).clone();
+    env.hosts.sshd_stop(&down.name).await.expect("sshd stop");
+    env.session("down", "PublicKey", "maxConnectionRetryCount: 1")
+        .await;
+    env.wait_session("down", STEP, "HostUnreachable", |s| {
+        condition(s, "Reconciling") == Some(("True", "HostUnreachable"))
+            || condition(s, "Stalled") == Some(("True", "Broken"))
+    })
+    .await;
+    env.wait_session("down", OPEN, "Broken", |s| {
+        condition(s, "Stalled") == Some(("True", "Broken"))
+    })
+    .await;
+    // The host comes back: the capped retries find it, with a new runspace.
+    env.hosts.sshd_start(&down.name).await.expect("sshd start");
+
+    // No password in the operator's log, in events or in any status.
+    let log = env.operator.log_text();
+    assert!(!log.contains(&password), "the password is in the operator log");
+    for event in env.events().await {
+        let text = format!("{:?}", (event.message, event.reason));
+        assert!(!text.contains(&password), "the password is in an event: {text}");
+    }
+    let sessions = env
+        .ns
+        .api::<PSSession>()
+        .list(&Default::default())
+        .await
+        .expect("list");
+    for s in sessions {
+        let text = serde_json::to_string(&s.status).expect("json");
+        assert!(!text.contains(&password), "the password is in a status");
+    }
+    let reasons: Vec<String> = env.events().await.into_iter().filter_map(|e| e.reason).collect();
+    for expected in [
+        "AuthFailed",
+        "Opened",
+        "HostKeyRejected",
+        "HostUnreachable",
+        "Broken",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_rule_closes_and_a_new_job_reopens_with_new_state() {
+    let env = Env::new("ctl-idle", 1).await;
+    env.session("idle", "PublicKey", "idleTimeout: 10s").await;
+    let opened = env.ready("idle").await;
+    let first = opened.status.and_then(|s| s.instance_id).expect("instance");
+    env.job("set", "idle", "$x = 'old state'", "").await;
+    env.done("set").await;
+    let s = env
+        .wait_session("idle", STEP, "has an idle expiry", |s| {
+            s.status.as_ref().is_some_and(|st| st.idle_expires_at.is_some())
+        })
+        .await;
+    assert!(s.status.and_then(|st| st.idle_expires_at).is_some());
+    let closed = env
+        .wait_session("idle", Duration::from_secs(30), "IdleClosed", |s| {
+            s.status.as_ref().and_then(|st| st.state) == Some(RunspaceState::Closed)
+        })
+        .await;
+    assert_eq!(condition(&closed, "Ready"), Some(("True", "IdleClosed")));
+    assert_eq!(condition(&closed, "Stalled"), Some(("False", "IdleClosed")));
+
+    env.job("after-idle", "idle", "$x\nWrite-Output 'ran'", "").await;
+    let job = env.done("after-idle").await;
+    assert_eq!(output(&job), "ran\n", "a new runspace: $x is gone");
+    let reopened = env.ready("idle").await;
+    let st = reopened.status.expect("status");
+    assert_ne!(
+        st.instance_id.as_deref(),
+        Some(first.as_str()),
+        "a new instanceId"
+    );
+    assert!(st.message.unwrap_or_default().contains("StateLost"));
+}
+
+#[tokio::test]
+async fn deleting_a_session_stops_its_job_closes_it_and_removes_its_jobs() {
+    let env = Env::new("ctl-del", 1).await;
+    env.session("doomed", "PublicKey", "").await;
+    env.ready("doomed").await;
+    env.job(
+        "sleeper",
+        "doomed",
+        "Write-Output 'going'\nStart-Sleep -Seconds 120",
+        "",
+    )
+    .await;
+    env.wait_job("sleeper", STEP, "running", |j| {
+        state(j) == Some(JobState::Running)
+    })
+    .await;
+    let sessions = env.ns.api::<PSSession>();
+    sessions
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("session gone", STEP, || {
+        let sessions = sessions.clone();
+        async move { Ok(sessions.get_opt("doomed").await?.is_none().then_some(())) }
+    })
+    .await
+    .expect("the finalizer lets go");
+    let jobs = env.ns.api::<PSJob>();
+    eventually("job collected", Duration::from_secs(30), || {
+        let jobs = jobs.clone();
+        async move { Ok(jobs.get_opt("sleeper").await?.is_none().then_some(())) }
+    })
+    .await
+    .expect("owner references remove the job");
+    let reasons: Vec<String> = env.events().await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "Closing"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn operator_restart_reopens_ssh_sessions_and_fails_the_running_job_as_session_lost() {
+    let mut env = Env::new("ctl-restart", 1).await;
+    env.session("r", "PublicKey", "").await;
+    let before = env
+        .ready("r")
+        .await
+        .status
+        .and_then(|s| s.instance_id)
+        .expect("instance");
+    env.job(
+        "interrupted",
+        "r",
+        "1..3 | ForEach-Object { Write-Output \"line $_\" }\nStart-Sleep -Seconds 60",
+        "",
+    )
+    .await;
+    env.wait_job("interrupted", STEP, "output arrived", |j| {
+        output(j).contains("line 3")
+    })
+    .await;
+    env.operator.kill().await;
+    env.operator.restart().expect("restart");
+    let job = env
+        .wait_job("interrupted", OPEN, "SessionLost", |j| {
+            state(j) == Some(JobState::Failed)
+        })
+        .await;
+    let st = job.status.expect("status");
+    let failed = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed");
+    assert_eq!(failed.reason, "SessionLost");
+    assert_eq!(
+        st.output.as_deref(),
+        Some("line 1\nline 2\nline 3\n"),
+        "partial output kept"
+    );
+    let after = env
+        .wait_session("r", OPEN, "reopened", |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() != Some(before.as_str())
+            })
+        })
+        .await;
+    assert!(
+        after
+            .status
+            .and_then(|s| s.message)
+            .unwrap_or_default()
+            .contains("StateLost")
+    );
+    // And the session works.
+    env.job("next", "r", "Write-Output 'alive'", "").await;
+    assert_eq!(output(&env.done("next").await), "alive\n");
+
+    // A graceful stop closes sessions and exits.
+    let status = env
+        .operator
+        .terminate(Duration::from_secs(40))
+        .await
+        .expect("graceful stop");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn network_faults_lose_the_job_then_the_session_comes_back() -> Result<()> {
+    let env = Env::new("ctl-net", 1).await;
+    let host = env.hosts.host(0).clone();
+    env.session("n", "PublicKey", "openTimeout: 10s").await;
+    let before = env
+        .ready("n")
+        .await
+        .status
+        .and_then(|s| s.instance_id)
+        .expect("instance");
+
+    // sshd's session processes killed mid-job: the job fails SessionLost with its output so far.
+    env.job("cut", "n", "Write-Output 'first'\nStart-Sleep -Seconds 60", "")
+        .await;
+    env.wait_job("cut", STEP, "output", |j| output(j).contains("first"))
+        .await;
+    let listener =
+        std::fs::read_to_string(env.hosts.state.state_dir.join(format!("{}/sshd.pid", host.name)))?
+            .trim()
+            .to_owned();
+    for pid in host.sshd_processes().into_iter().filter(|p| *p != listener) {
+        let pid: libc::pid_t = pid.parse()?;
+        // SAFETY: kill(2) on a pid in the test's own host namespace.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let cut = env
+        .wait_job("cut", STEP, "SessionLost", |j| state(j) == Some(JobState::Failed))
+        .await;
+    let failed = cut
+        .status
+        .clone()
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Failed");
+    assert_eq!(failed.map(|c| c.reason), Some("SessionLost".to_owned()));
+    assert_eq!(output(&cut), "first\n");
+    let again = env
+        .wait_session("n", OPEN, "reconnected", |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() != Some(before.as_str())
+            })
+        })
+        .await;
+    let second = again.status.and_then(|s| s.instance_id).expect("instance");
+
+    // Black-holed: the keepalive notices, retries show HostUnreachable; restored: open again.
+    env.hosts.blackhole(&host.name).await?;
+    env.wait_session("n", Duration::from_secs(90), "unreachable", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| matches!(st.state, Some(RunspaceState::Connecting | RunspaceState::Broken)))
+    })
+    .await;
+    env.hosts.unblackhole(&host.name).await?;
+    env.wait_session("n", Duration::from_secs(120), "back", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() != Some(second.as_str())
+        })
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! From a PSSession's spec and the Secrets it names to what the remoting client needs.
+//!
+//! Secret values live only in the returned [`SshConfig`] (whose `Debug` redacts them); errors name
+//! Secrets and keys, never their contents.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use psrp::{
+    session::SessionOptions,
+    transport::ssh::{HostKeyPolicy, SshAuth, SshConfig, SshKey},
+};
+use thiserror::Error;
+
+use crate::{
+    api::{Authentication, PSSessionSpec, Transport},
+    reason::Reason,
+};
+
+/// New-PSSessionOption's OpenTimeout and OperationTimeout defaults.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Why a session's configuration cannot be built.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum CredentialsError {
+    #[error("Secret {name} does not exist in the session's namespace")]
+    SecretNotFound { name: String },
+    #[error("Secret {name} cannot be used: {problem}")]
+    SecretInvalid { name: String, problem: String },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl CredentialsError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            CredentialsError::SecretNotFound { .. } => Reason::SecretNotFound,
+            CredentialsError::SecretInvalid { .. } => Reason::SecretInvalid,
+            CredentialsError::Unsupported(_) => Reason::Unsupported,
+        }
+    }
+
+    fn invalid(secret: &Secret, problem: impl Into<String>) -> Self {
+        CredentialsError::SecretInvalid {
+            name: secret.metadata.name.clone().unwrap_or_default(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A Secret's key as UTF-8 text (trailing newlines kept: they matter to nobody here).
+fn text<'a>(secret: &'a Secret, key: &str) -> Result<Option<&'a str>, CredentialsError> {
+    match secret.data.as_ref().and_then(|d| d.get(key)) {
+        None => Ok(None),
+        Some(bytes) => std::str::from_utf8(&bytes.0)
+            .map(Some)
+            .map_err(|_| CredentialsError::invalid(secret, format!("key {key} is not UTF-8 text"))),
+    }
+}
+
+fn required<'a>(secret: &'a Secret, key: &str, for_what: &str) -> Result<&'a str, CredentialsError> {
+    match text(secret, key)? {
+        Some(value) if !value.trim().is_empty() => Ok(value),
+        _ => Err(CredentialsError::invalid(
+            secret,
+            format!("{for_what} needs the key {key}"),
+        )),
+    }
+}
+
+/// The SSH connection of a session whose transport is SSH. Decoding an encrypted key is slow
+/// (bcrypt): call it off the async workers.
+pub fn ssh_config(
+    spec: &PSSessionSpec,
+    credentials: &Secret,
+    known_hosts: Option<&Secret>,
+) -> Result<SshConfig, CredentialsError> {
+    if spec.transport != Transport::Ssh {
+        return Err(CredentialsError::Unsupported(
+            "the WSMan transport is not available in this version of the operator; use transport: SSH".into(),
+        ));
+    }
+    let username = required(credentials, "username", "SSH authentication")?
+        .trim()
+        .to_owned();
+    let auth = match spec.authentication.unwrap_or(Authentication::PublicKey) {
+        Authentication::Password => SshAuth::Password(
+            required(
+                credentials,
+                "password",
+                "Password authentication (a kubernetes.io/basic-auth Secret)",
+            )?
+            .to_owned(),
+        ),
+        Authentication::PublicKey => {
+            let key = required(
+                credentials,
+                "ssh-privatekey",
+                "PublicKey authentication (a kubernetes.io/ssh-auth Secret)",
+            )?;
+            let passphrase = text(credentials, "passphrase")?.filter(|p| !p.is_empty());
+            let key = SshKey::decode(key, passphrase)
+                .map_err(|e| CredentialsError::invalid(credentials, format!("ssh-privatekey: {e}")))?;
+            SshAuth::PrivateKey(key)
+        }
+        other => {
+            return Err(CredentialsError::Unsupported(format!(
+                "authentication {other:?} does not apply to the SSH transport"
+            )));
+        }
+    };
+    let policy = match (known_hosts, spec.skip_host_key_check.unwrap_or(false)) {
+        (_, true) => HostKeyPolicy::AcceptAny,
+        (Some(secret), false) => {
+            HostKeyPolicy::known_hosts(required(secret, "known_hosts", "host key checking")?)
+        }
+        (None, false) => {
+            return Err(CredentialsError::Unsupported(
+                "an SSH session needs knownHostsSecretRef, unless skipHostKeyCheck: true".into(),
+            ));
+        }
+    };
+    let mut config = SshConfig::new(spec.computer_name.clone(), username, auth, policy);
+    if let Some(port) = spec.port.and_then(|p| u16::try_from(p).ok()) {
+        config.port = port;
+    }
+    config.connect_timeout = open_timeout(spec);
+    Ok(config)
+}
+
+pub fn open_timeout(spec: &PSSessionSpec) -> Duration {
+    spec.open_timeout.map(Duration::from).unwrap_or(DEFAULT_TIMEOUT)
+}
+
+pub fn session_options(spec: &PSSessionSpec) -> SessionOptions {
+    SessionOptions {
+        open_timeout: open_timeout(spec),
+        operation_timeout: spec
+            .operation_timeout
+            .map(Duration::from)
+            .unwrap_or(DEFAULT_TIMEOUT),
+        ..SessionOptions::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    fn secret(name: &str, pairs: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn ssh_spec(auth: &str) -> PSSessionSpec {
+        serde_json::from_value(serde_json::json!({
+            "computerName": "10.0.0.5", "transport": "SSH", "authentication": auth, "port": 2222,
+            "credentialsSecretRef": {"name": "creds"}, "knownHostsSecretRef": {"name": "kh"},
+            "openTimeout": "20s",
+        }))
+        .expect("spec parses")
+    }
+
+    #[test]
+    fn password_secret_builds_a_config_without_showing_the_password() {
+        let creds = secret("creds", &[("username", "ops\n"), ("password", "s3cret-value")]);
+        let kh = secret("kh", &[("known_hosts", "[10.0.0.5]:2222 ssh-ed25519 AAAA\n")]);
+        let config = ssh_config(&ssh_spec("Password"), &creds, Some(&kh)).expect("config");
+        assert_eq!(config.username, "ops");
+        assert_eq!(config.port, 2222);
+        assert_eq!(config.connect_timeout, Duration::from_secs(20));
+        assert!(!format!("{config:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn missing_keys_and_bad_keys_name_the_secret_not_the_value() {
+        let creds = secret("creds", &[("username", "ops")]);
+        let kh = secret("kh", &[("known_hosts", "x")]);
+        let err = ssh_config(&ssh_spec("Password"), &creds, Some(&kh)).expect_err("no password");
+        assert_eq!(err.reason(), Reason::SecretInvalid);
+        assert!(err.to_string().contains("password"), "{err}");
+
+        let creds = secret(
+            "creds",
+            &[("username", "ops"), ("ssh-privatekey", "not-a-key-XYZ")],
+        );
+        let err = ssh_config(&ssh_spec("PublicKey"), &creds, Some(&kh)).expect_err("bad key");
+        assert_eq!(err.reason(), Reason::SecretInvalid);
+        assert!(!err.to_string().contains("not-a-key-XYZ"), "{err}");
+    }
+
+    #[test]
+    fn wsman_is_reported_unsupported() {
+        let spec: PSSessionSpec = serde_json::from_value(serde_json::json!({
+            "computerName": "web01", "credentialsSecretRef": {"name": "creds"},
+        }))
+        .expect("spec parses");
+        let creds = secret("creds", &[("username", "u"), ("password", "p")]);
+        let err = ssh_config(&spec, &creds, None).expect_err("wsman");
+        assert_eq!(err.reason(), Reason::Unsupported);
+    }
+}
