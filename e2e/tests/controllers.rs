@@ -487,9 +487,9 @@ async fn idle_rule_closes_and_a_new_job_reopens_with_new_state() {
     assert_eq!(condition(&closed, "Ready"), Some(("True", "IdleClosed")));
     assert_eq!(condition(&closed, "Stalled"), Some(("False", "IdleClosed")));
 
-    env.job("after-idle", "idle", "$x\nWrite-Output 'ran'", "").await;
+    env.job("after-idle", "idle", "Write-Output \"x=$x\"", "").await;
     let job = env.done("after-idle").await;
-    assert_eq!(output(&job), "ran\n", "a new runspace: $x is gone");
+    assert_eq!(output(&job), "x=\n", "a new runspace: $x is gone");
     let reopened = env.ready("idle").await;
     let st = reopened.status.expect("status");
     assert_ne!(
@@ -609,16 +609,16 @@ async fn operator_restart_reopens_ssh_sessions_and_fails_the_running_job_as_sess
 async fn network_faults_lose_the_job_then_the_session_comes_back() -> Result<()> {
     let env = Env::new("ctl-net", 1).await;
     let host = env.hosts.host(0).clone();
-    env.session("n", "PublicKey", "openTimeout: 10s").await;
+    env.session("net", "PublicKey", "openTimeout: 10s").await;
     let before = env
-        .ready("n")
+        .ready("net")
         .await
         .status
         .and_then(|s| s.instance_id)
         .expect("instance");
 
     // sshd's session processes killed mid-job: the job fails SessionLost with its output so far.
-    env.job("cut", "n", "Write-Output 'first'\nStart-Sleep -Seconds 60", "")
+    env.job("cut", "net", "Write-Output 'first'\nStart-Sleep -Seconds 60", "")
         .await;
     env.wait_job("cut", STEP, "output", |j| output(j).contains("first"))
         .await;
@@ -644,7 +644,7 @@ async fn network_faults_lose_the_job_then_the_session_comes_back() -> Result<()>
     assert_eq!(failed.map(|c| c.reason), Some("SessionLost".to_owned()));
     assert_eq!(output(&cut), "first\n");
     let again = env
-        .wait_session("n", OPEN, "reconnected", |s| {
+        .wait_session("net", OPEN, "reconnected", |s| {
             s.status.as_ref().is_some_and(|st| {
                 st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() != Some(before.as_str())
             })
@@ -654,14 +654,14 @@ async fn network_faults_lose_the_job_then_the_session_comes_back() -> Result<()>
 
     // Black-holed: the keepalive notices, retries show HostUnreachable; restored: open again.
     env.hosts.blackhole(&host.name).await?;
-    env.wait_session("n", Duration::from_secs(90), "unreachable", |s| {
+    env.wait_session("net", Duration::from_secs(90), "unreachable", |s| {
         s.status
             .as_ref()
             .is_some_and(|st| matches!(st.state, Some(RunspaceState::Connecting | RunspaceState::Broken)))
     })
     .await;
     env.hosts.unblackhole(&host.name).await?;
-    env.wait_session("n", Duration::from_secs(120), "back", |s| {
+    env.wait_session("net", Duration::from_secs(120), "back", |s| {
         s.status.as_ref().is_some_and(|st| {
             st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() != Some(second.as_str())
         })

@@ -234,6 +234,8 @@ pub fn trim_to_tail(text: &mut String, limit: usize) {
 /// The text a pipeline event adds, and to which stream.
 fn render(event: &PipelineEvent) -> Option<(StreamKind, String)> {
     Some(match event {
+        // PowerShell's formatter prints nothing for a null in the pipeline.
+        PipelineEvent::Output(PsValue::Nil) => return None,
         PipelineEvent::Output(value) => (StreamKind::Output, to_text(value)),
         PipelineEvent::Error(record) => (StreamKind::Error, record.message().to_owned()),
         PipelineEvent::Warning(record) => (StreamKind::Warning, record.message.clone()),
