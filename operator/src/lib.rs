@@ -4,3 +4,4 @@
 
 pub mod api;
 pub mod crds;
+pub mod telemetry;
