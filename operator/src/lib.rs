@@ -4,5 +4,6 @@
 
 pub mod api;
 pub mod crds;
+pub mod http;
 pub mod metrics;
 pub mod telemetry;
