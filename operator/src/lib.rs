@@ -5,5 +5,6 @@
 pub mod api;
 pub mod crds;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod telemetry;
