@@ -40,6 +40,8 @@ pub fn binary() -> Result<PathBuf> {
 /// One operator process, watching one namespace. Killed on drop.
 pub struct OperatorProcess {
     child: Option<Child>,
+    /// `--instance`: the name in events and the Lease's holder identity.
+    pub instance: String,
     pub log: PathBuf,
     args: Vec<String>,
     kubeconfig: PathBuf,
@@ -49,11 +51,23 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the operator for `namespace` with `extra` flags; its log goes to a file in `dir`.
     pub async fn start(control_plane: &ControlPlane, namespace: &str, extra: &[&str]) -> Result<Self> {
-        let mut args = vec!["run".to_owned(), "--namespace".into(), namespace.into()];
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut args = vec![
+            "run".to_owned(),
+            "--namespace".into(),
+            namespace.into(),
+            // Tests run side by side: each operator on its own ephemeral port.
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+            "--instance".into(),
+            format!("operator-{namespace}-{n}"),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let log = control_plane.dir().join(format!("operator-{namespace}.log"));
+        let log = control_plane.dir().join(format!("operator-{namespace}-{n}.log"));
         let mut process = OperatorProcess {
             child: None,
+            instance: format!("operator-{namespace}-{n}"),
             log,
             args,
             kubeconfig: control_plane.kubeconfig_path().to_owned(),
@@ -74,7 +88,6 @@ impl OperatorProcess {
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,pssession_operator=debug")
-            .env("POD_NAME", format!("operator-{}", self.starts))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

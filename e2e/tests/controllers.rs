@@ -669,3 +669,79 @@ async fn network_faults_lose_the_job_then_the_session_comes_back() -> Result<()>
     .await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_standby_takes_over_the_sessions_when_the_leader_dies() {
+    let lease = Duration::from_secs(5);
+    let retry = Duration::from_secs(2);
+    let mut env = Env::new("ctl-leader", 1).await;
+    // The Env's operator runs without election: replace it by two electing replicas.
+    env.operator.kill().await;
+    let control_plane = ControlPlane::shared();
+    let flags = [
+        "--leader-election",
+        "--lease-namespace",
+        &env.ns.name,
+        "--lease-duration",
+        "5s",
+    ];
+    let mut first = OperatorProcess::start(control_plane, &env.ns.name, &flags)
+        .await
+        .expect("first");
+    env.session("ha", "PublicKey", "").await;
+    env.operator = OperatorProcess::start(control_plane, &env.ns.name, &flags)
+        .await
+        .expect("second");
+    let before = env
+        .ready("ha")
+        .await
+        .status
+        .and_then(|s| s.instance_id)
+        .expect("instance");
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = env.ns.api();
+    let holder = |lease: Option<k8s_openapi::api::coordination::v1::Lease>| {
+        lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let leader = holder(leases.get_opt("pssession-operator").await.expect("lease"));
+    assert!(!leader.is_empty(), "a leader holds the lease");
+
+    if leader == first.instance {
+        first.kill().await;
+    } else {
+        assert_eq!(leader, env.operator.instance);
+        env.operator.kill().await;
+    }
+    let killed = std::time::Instant::now();
+    let new_leader = eventually("the standby leads", lease * 4, || {
+        let leases = leases.clone();
+        let leader = leader.clone();
+        async move {
+            let now = holder(leases.get_opt("pssession-operator").await?);
+            Ok((!now.is_empty() && now != leader).then_some(now))
+        }
+    })
+    .await
+    .expect("takeover");
+    let takeover = killed.elapsed();
+    println!("takeover after the leader was killed: {takeover:?} (lease {lease:?}, retry {retry:?})");
+    assert!(takeover <= (lease + retry) * 2, "took {takeover:?}");
+    assert_ne!(new_leader, leader);
+    // The new leader reopens the SSH session: a new runspace, said so.
+    let after = env
+        .wait_session("ha", OPEN, "reopened by the new leader", |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() != Some(before.as_str())
+            })
+        })
+        .await;
+    assert!(
+        after
+            .status
+            .and_then(|s| s.message)
+            .unwrap_or_default()
+            .contains("StateLost")
+    );
+}

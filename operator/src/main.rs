@@ -1,9 +1,15 @@
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use pssession_operator::controller::{self, Config, NoTelemetry, WriteLimits};
+use pssession_operator::{
+    controller::{self, CacheCounts, Config, WriteLimits},
+    http::{self, Health},
+    leader::{LeaderElectionConfig, LeaderElector},
+    metrics::Metrics,
+    telemetry::{self, LogFormat},
+};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// The pssession-operator binary.
 #[derive(Parser)]
@@ -45,8 +51,23 @@ struct RunArgs {
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
     /// Log format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Run as one of several replicas: only the holder of the Lease runs the controllers.
+    #[arg(long)]
+    leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "pssession-operator")]
+    lease_name: String,
+    /// The Lease's namespace (in a cluster: the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long a Lease holds after its last renewal: a standby takes over within about this long.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -80,19 +101,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().with_current_span(true).init();
-    } else {
-        builder.init();
-    }
-}
-
 async fn run(args: RunArgs) -> ExitCode {
-    init_logging(&args.log_format);
+    if let Err(error) = telemetry::init(args.log_format, "info,kube_runtime=warn") {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(error) => {
@@ -102,24 +115,98 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    if !controller::wait_for_crds(&client, &shutdown).await {
-        return ExitCode::SUCCESS;
-    }
-    let config = Config {
-        namespace: args.namespace,
-        writes: WriteLimits {
-            per_object_interval: args.status_interval,
-            rate: args.status_writes_per_second,
-            burst: args.status_write_burst,
-        },
-        output_max_bytes: args.output_max_bytes as usize,
-        close_timeout: args.close_timeout,
-        instance: args.instance,
+
+    let counts = Arc::new(CacheCounts::default());
+    let metrics = Arc::new(Metrics::new(counts.clone()));
+    let health = Health::new();
+    let listener = match tokio::net::TcpListener::bind(args.metrics_addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            error!(address = %args.metrics_addr, error = %error, "cannot listen for /metrics and probes");
+            return ExitCode::FAILURE;
+        }
     };
-    info!(namespace = ?config.namespace, "starting the controllers");
-    controller::run(client, config, Arc::new(NoTelemetry), |_| {}, shutdown).await;
+    let server = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+
+    let elector = if args.leader_election {
+        let identity = args
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("pssession-operator-{}", std::process::id()));
+        let mut config = LeaderElectionConfig::new(&args.lease_name, &args.lease_namespace, &identity);
+        config.lease_duration = args.lease_duration;
+        // Renew a third of the way before expiry (at most the default 5 s), so short leases work too.
+        config.grace = Duration::from_secs((args.lease_duration.as_secs() / 3).clamp(1, 5));
+        let mut elector = match LeaderElector::new(client.clone(), config) {
+            Ok(elector) => elector,
+            Err(error) => {
+                error!(error = %error, "leader election is misconfigured");
+                return ExitCode::FAILURE;
+            }
+        };
+        info!(identity = %identity, lease = %args.lease_name, "waiting to lead");
+        tokio::select! {
+            acquired = elector.acquire() => if let Err(error) = acquired {
+                error!(error = %error, "leader election failed");
+                return ExitCode::FAILURE;
+            },
+            _ = shutdown.cancelled() => return ExitCode::SUCCESS,
+        }
+        info!(identity = %identity, "leading");
+        let lost = elector.lost();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            lost.await;
+            if !stop.is_cancelled() {
+                warn!("leadership lost: stopping so another replica runs the sessions");
+                stop.cancel();
+            }
+        });
+        Some(elector)
+    } else {
+        None
+    };
+
+    if controller::wait_for_crds(&client, &shutdown).await {
+        let config = Config {
+            namespace: args.namespace,
+            writes: WriteLimits {
+                per_object_interval: args.status_interval,
+                rate: args.status_writes_per_second,
+                burst: args.status_write_burst,
+            },
+            output_max_bytes: args.output_max_bytes as usize,
+            close_timeout: args.close_timeout,
+            instance: args.instance,
+        };
+        info!(namespace = ?config.namespace, "starting the controllers");
+        let ready = health.clone();
+        controller::run(
+            client,
+            config,
+            metrics,
+            counts,
+            move |r| ready.set_ready(r),
+            shutdown.clone(),
+        )
+        .await;
+    }
+    let mut exit = ExitCode::SUCCESS;
+    if let Some(elector) = elector {
+        if !elector.is_leader() {
+            exit = ExitCode::FAILURE;
+        }
+        elector.release().await;
+    }
+    shutdown.cancel();
+    let _ = server.await;
     info!("stopped");
-    ExitCode::SUCCESS
+    exit
 }
 
 /// SIGTERM or SIGINT starts a graceful stop; a second one ends the process at once.

@@ -183,6 +183,13 @@ impl Metrics {
         }
     }
 
+    /// One reconcile of `controller` took `took` (for callers that measure it themselves).
+    pub fn observe_reconcile(&self, controller: &'static str, took: Duration) {
+        self.reconcile_duration
+            .get_or_create(&ControllerLabel { controller })
+            .observe(took.as_secs_f64());
+    }
+
     /// A reconcile of `controller` failed with `reason`, a CamelCase condition reason such as
     /// `SecretNotFound`.
     pub fn reconcile_error(&self, controller: &'static str, reason: &'static str) {

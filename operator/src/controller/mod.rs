@@ -107,6 +107,82 @@ pub trait Telemetry: Send + Sync + 'static {
 pub struct NoTelemetry;
 impl Telemetry for NoTelemetry {}
 
+impl Telemetry for crate::metrics::Metrics {
+    fn reconciled(&self, controller: &'static str, took: Duration) {
+        self.observe_reconcile(controller, took);
+    }
+    fn reconcile_error(&self, controller: &'static str, reason: &'static str) {
+        crate::metrics::Metrics::reconcile_error(self, controller, reason);
+    }
+    fn status_write(&self, kind: &'static str) {
+        crate::metrics::Metrics::status_write(self, kind);
+    }
+    fn status_write_deferred(&self, kind: &'static str) {
+        crate::metrics::Metrics::status_write_deferred(self, kind);
+    }
+    fn session_opened(&self, result: &'static str, took: Duration) {
+        self.observe_open("SSH", result, took);
+    }
+    fn job_finished(&self, phase: JobPhase, took: Duration) {
+        let state = match phase {
+            JobPhase::Running => "Running",
+            JobPhase::Completed => "Completed",
+            JobPhase::Failed => "Failed",
+            JobPhase::Stopped => "Stopped",
+        };
+        self.observe_job(state, took);
+    }
+}
+
+type SessionStore = Store<DeserializeGuard<PSSession>>;
+type JobStore = Store<DeserializeGuard<PSJob>>;
+
+/// Sessions and jobs by state, counted from the watch caches when metrics are scraped.
+#[derive(Default)]
+pub struct CacheCounts {
+    stores: std::sync::OnceLock<(SessionStore, JobStore)>,
+}
+
+impl crate::metrics::StateCounts for CacheCounts {
+    fn sessions_by_state(&self) -> Vec<(String, i64)> {
+        let Some((sessions, _)) = self.stores.get() else {
+            return Vec::new();
+        };
+        count(
+            sessions
+                .state()
+                .iter()
+                .filter_map(|s| s.0.as_ref().ok())
+                .map(|s| {
+                    s.status
+                        .as_ref()
+                        .and_then(|st| st.state)
+                        .map_or("Unknown".to_owned(), |st| format!("{st:?}"))
+                }),
+        )
+    }
+
+    fn jobs_by_state(&self) -> Vec<(String, i64)> {
+        let Some((_, jobs)) = self.stores.get() else {
+            return Vec::new();
+        };
+        count(jobs.state().iter().filter_map(|j| j.0.as_ref().ok()).map(|j| {
+            j.status
+                .as_ref()
+                .and_then(|st| st.state)
+                .map_or("Queued".to_owned(), |st| format!("{st:?}"))
+        }))
+    }
+}
+
+fn count(states: impl Iterator<Item = String>) -> Vec<(String, i64)> {
+    let mut counts = std::collections::BTreeMap::<String, i64>::new();
+    for state in states {
+        *counts.entry(state).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -267,6 +343,7 @@ pub async fn run(
     client: Client,
     config: Config,
     telemetry: Arc<dyn Telemetry>,
+    counts: Arc<CacheCounts>,
     ready: impl Fn(bool) + Send + Sync + 'static,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -278,6 +355,7 @@ pub async fn run(
     let (session_store, session_writer) = reflector::store();
     let (job_store, job_writer) = reflector::store();
     let (secret_store, secret_writer) = reflector::store();
+    let _ = counts.stores.set((session_store.clone(), job_store.clone()));
 
     let (session_tx, session_rx) = mpsc::unbounded_channel();
     let (job_tx, job_rx) = mpsc::unbounded_channel();
