@@ -533,6 +533,15 @@ where
     }
 }
 
+/// How the registry names an object.
+fn key_of(obj: &impl ResourceExt) -> Result<ObjectKey> {
+    Ok(ObjectKey::new(
+        obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?,
+        obj.name_any(),
+        obj.uid().ok_or(Error::MissingField("metadata.uid"))?,
+    ))
+}
+
 /// A requeue after `base` with up to a fifth added, so objects that failed together spread out.
 fn requeue(base: Duration) -> Action {
     Action::requeue(base.mul_f64(1.0 + 0.2 * crate::registry::backoff::jitter()))

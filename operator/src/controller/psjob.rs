@@ -11,7 +11,9 @@ use kube::{
 };
 use tracing::{Instrument, info, info_span};
 
-use super::{Context, Error, FIELD_MANAGER, Result, events, invalid_object_message, on_error, requeue};
+use super::{
+    Context, Error, FIELD_MANAGER, Result, events, invalid_object_message, key_of, on_error, requeue,
+};
 use crate::{
     api::{
         Availability, JobState, PSJob, PSJobStatus, PSJobStreams, PSSession, RunspaceState,
@@ -44,14 +46,6 @@ pub(super) fn queue_order(a: &PSJob, b: &PSJob) -> Ordering {
     created(a)
         .cmp(&created(b))
         .then_with(|| a.name_any().cmp(&b.name_any()))
-}
-
-fn key_of(obj: &impl ResourceExt) -> Result<ObjectKey> {
-    Ok(ObjectKey::new(
-        obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?,
-        obj.name_any(),
-        obj.uid().ok_or(Error::MissingField("metadata.uid"))?,
-    ))
 }
 
 async fn reconcile_guarded(obj: &DeserializeGuard<PSJob>, ctx: &Context) -> Result<Action> {
@@ -121,7 +115,7 @@ async fn queued(job: &PSJob, key: &ObjectKey, ctx: &Context) -> Result<Action> {
         );
         return write_queued(job, key, None, Reason::SessionNotFound, message, ctx).await;
     };
-    let session_key = super::pssession::key_of_session(&session)?;
+    let session_key = key_of(&session)?;
     if !job.owner_references().iter().any(|o| o.uid == session_key.uid) {
         own(job, &session, ctx).await?;
         return Ok(Action::await_change());

@@ -11,8 +11,8 @@ use kube::{
 use tracing::{Instrument, info, info_span};
 
 use super::{
-    Context, Error, Result, add_finalizer, events, invalid_object_message, on_error, remove_finalizer,
-    requeue,
+    Context, Error, Result, add_finalizer, events, invalid_object_message, key_of, on_error,
+    remove_finalizer, requeue,
 };
 use crate::{
     api::{
@@ -44,18 +44,6 @@ pub(super) fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     on_error(CONTROLLER, &ctx, error, &obj.name_any())
-}
-
-pub(super) fn key_of_session(session: &PSSession) -> Result<ObjectKey> {
-    key_of(session)
-}
-
-fn key_of(obj: &impl ResourceExt) -> Result<ObjectKey> {
-    Ok(ObjectKey::new(
-        obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?,
-        obj.name_any(),
-        obj.uid().ok_or(Error::MissingField("metadata.uid"))?,
-    ))
 }
 
 async fn reconcile_guarded(obj: &DeserializeGuard<PSSession>, ctx: &Context) -> Result<Action> {
