@@ -160,6 +160,8 @@ pub(super) struct Actor {
     closing: Option<oneshot::Sender<Result<(), SessionError>>>,
     failed: Option<SessionError>,
     end: Option<End>,
+    /// A pipeline just ended while its `<Close>` waits to be written: see [`Actor::run`].
+    let_caller_run: bool,
 }
 
 impl Actor {
@@ -191,6 +193,7 @@ impl Actor {
             closing: None,
             failed: None,
             end: None,
+            let_caller_run: false,
         }
     }
 
@@ -214,6 +217,10 @@ impl Actor {
             self.publish();
             if let Some(end) = self.end.take() {
                 break end;
+            }
+            if std::mem::take(&mut self.let_caller_run) && self.out_pos < self.out.len() {
+                self.let_caller_run_first().await;
+                continue;
             }
             let deadline = self.next_deadline();
             if let Some(deadline) = deadline
@@ -266,6 +273,37 @@ impl Actor {
             let _ = reply.send(result);
         }
         tracing::debug!(pool = %self.pool.id(), "session task ends");
+    }
+
+    /// Called when a pipeline has just ended and its `<Close>` waits to be written. The handle's
+    /// owner was just woken with the final state and usually asks for the next pipeline (or the
+    /// close) at once: this lets it run first, so that its `<Command>` goes in the same packet as the
+    /// `<Close>` (one SSH message, one send, and the server's two acks come back together).
+    ///
+    /// The yield is tokio's deferred one: the task runs again once the worker has run what is
+    /// ready. The request channel's waker is replaced by a no-op meanwhile: a request woken into
+    /// the worker's LIFO slot would make the chain "russh, this task, the caller, this task, russh"
+    /// long enough for tokio to push russh's task to the run queue and wake its other thread
+    /// (two context switches per pipeline) instead of running it next. Nothing is missed: the
+    /// deferred wake comes regardless, and the queued requests are taken right after it.
+    async fn let_caller_run_first(&mut self) {
+        let queued = {
+            let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+            self.requests.poll_recv(&mut noop)
+        };
+        if let std::task::Poll::Ready(request) = queued {
+            match request {
+                Some(request) => self.on_request(request),
+                None => self.dropped(),
+            }
+            return;
+        }
+        tokio::task::yield_now().await;
+        while self.end.is_none()
+            && let Ok(request) = self.requests.try_recv()
+        {
+            self.on_request(request);
+        }
     }
 
     // ---- requests -------------------------------------------------------------------------------
@@ -449,6 +487,7 @@ impl Actor {
             Some(current.id),
             "CloseAck for an ended pipeline",
         );
+        self.let_caller_run = true;
         self.start_next();
     }
 
