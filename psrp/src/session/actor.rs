@@ -30,7 +30,11 @@ pub(super) type Closer<S> = Box<dyn FnOnce(S) -> BoxFuture + Send>;
 /// The answer to an open: the protocol version the server announced.
 pub(super) type OpenReply = oneshot::Sender<Result<Option<String>, SessionError>>;
 
-const READ_BUFFER: usize = 64 * 1024;
+/// The most one read takes from the stream. Over SSH a read returns at most one channel data
+/// message, which russh caps at 32 KiB. The buffer is filled through `read_buf`, never zeroed, so
+/// its pages become resident only as far as reads reach: an idle session costs a page or two, not
+/// the whole buffer.
+const READ_BUFFER: usize = 32 * 1024;
 /// The polite close of the transport, after the pool's CloseAck, gets at most this long.
 const TRANSPORT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -202,7 +206,7 @@ impl Actor {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut buf = vec![0u8; READ_BUFFER];
+        let mut buf = Vec::with_capacity(READ_BUFFER);
         if let Err(error) = self.pool.open() {
             self.fail(error.into());
         }
@@ -235,7 +239,7 @@ impl Actor {
             let watched = current.filter(|c| c.phase == Phase::Running && !c.handle_gone);
             let wake = tokio::select! {
                 request = self.requests.recv() => Wake::Request(request),
-                read = reader.read(&mut buf), if !paused => Wake::Read(read),
+                read = reader.read_buf(&mut buf), if !paused => Wake::Read(read),
                 wrote = write_some(&mut writer, pending), if !pending.is_empty() || self.needs_flush => {
                     Wake::Wrote(wrote)
                 }
@@ -247,7 +251,10 @@ impl Actor {
                 Wake::Request(Some(request)) => self.on_request(request),
                 Wake::Request(None) => self.dropped(),
                 Wake::Read(Ok(0)) => self.fail(SessionError::ConnectionClosed),
-                Wake::Read(Ok(n)) => self.on_bytes(&buf[..n]),
+                Wake::Read(Ok(_)) => {
+                    self.on_bytes(&buf);
+                    buf.clear();
+                }
                 Wake::Read(Err(error)) => self.fail(SessionError::from_io(error)),
                 Wake::Wrote(Ok(n)) => self.wrote(n),
                 Wake::Wrote(Err(error)) => self.fail(SessionError::from_io(error)),
