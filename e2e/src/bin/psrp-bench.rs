@@ -38,14 +38,17 @@ struct Args {
     /// Smaller counts, for a smoke check.
     #[arg(long)]
     quick: bool,
-    /// Profiling aid: only our client, `N` sequential pipelines on one session (plus 20 opens),
-    /// no pypsrp; prints CPU per pipeline and per open + close.
+    /// Profiling aid: only our client, `N` sequential pipelines on one session (after `--opens` opens),
+    /// no pypsrp; prints CPU, context switches and syscalls per pipeline and per open + close.
     #[arg(long, value_name = "N")]
     only_ours: Option<usize>,
-    /// With `--only-ours`: run the pipelines in a spawned task (on a runtime worker, as the
-    /// operator's reconcilers do) rather than on the main thread's `block_on`.
+    /// With `--only-ours`: run the opens and the pipelines in a spawned task (on a runtime worker,
+    /// as the operator's reconcilers do) rather than on the main thread's `block_on`.
     #[arg(long, requires = "only_ours")]
     in_task: bool,
+    /// With `--only-ours`: how many opens (each with its close) to measure.
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "only_ours")]
+    opens: usize,
     /// With `--only-ours`: then open `N` sessions at once and print the RSS per session.
     #[arg(long, value_name = "N", requires = "only_ours")]
     concurrent: Option<usize>,
@@ -501,7 +504,12 @@ async fn main() -> Result<()> {
     SYSCALLS.get_or_init(SyscallCounter::open);
     if let Some(n) = args.only_ours {
         ours_opens(&config, 1).await?;
-        let opens = ours_opens(&config, 20).await?;
+        let opens = if args.in_task {
+            let (config, count) = (config.clone(), args.opens);
+            tokio::spawn(async move { ours_opens(&config, count).await }).await??
+        } else {
+            ours_opens(&config, args.opens).await?
+        };
         let pipes = if args.in_task {
             let config = config.clone();
             tokio::spawn(async move { ours_pipelines(&config, n).await }).await??
