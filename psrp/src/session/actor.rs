@@ -35,6 +35,8 @@ pub(super) type OpenReply = oneshot::Sender<Result<Option<String>, SessionError>
 /// its pages become resident only as far as reads reach: an idle session costs a page or two, not
 /// the whole buffer.
 const READ_BUFFER: usize = 32 * 1024;
+/// See [`Actor::let_caller_run_first`].
+const SKIP_AFTER_MISS: u32 = 16;
 /// The polite close of the transport, after the pool's CloseAck, gets at most this long.
 const TRANSPORT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -166,6 +168,8 @@ pub(super) struct Actor {
     end: Option<End>,
     /// A pipeline just ended while its `<Close>` waits to be written: see [`Actor::run`].
     let_caller_run: bool,
+    /// Pipeline ends to pass without that yield: set after a yield the caller did not use.
+    skip_yields: u32,
 }
 
 impl Actor {
@@ -198,6 +202,7 @@ impl Actor {
             failed: None,
             end: None,
             let_caller_run: false,
+            skip_yields: 0,
         }
     }
 
@@ -223,8 +228,11 @@ impl Actor {
                 break end;
             }
             if std::mem::take(&mut self.let_caller_run) && self.out_pos < self.out.len() {
-                self.let_caller_run_first().await;
-                continue;
+                if self.skip_yields == 0 {
+                    self.let_caller_run_first().await;
+                    continue;
+                }
+                self.skip_yields -= 1;
             }
             let deadline = self.next_deadline();
             if let Some(deadline) = deadline
@@ -293,6 +301,11 @@ impl Actor {
     /// long enough for tokio to push russh's task to the run queue and wake its other thread
     /// (two context switches per pipeline) instead of running it next. Nothing is missed: the
     /// deferred wake comes regardless, and the queued requests are taken right after it.
+    ///
+    /// A caller that is not back by then (one on another thread, such as a `block_on`, or one
+    /// with other work between pipelines) gains nothing and the yield costs a wake of the
+    /// runtime's other thread: after such a miss the next [`SKIP_AFTER_MISS`] pipeline ends
+    /// write at once.
     async fn let_caller_run_first(&mut self) {
         let queued = {
             let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
@@ -306,10 +319,15 @@ impl Actor {
             return;
         }
         tokio::task::yield_now().await;
+        let mut taken = false;
         while self.end.is_none()
             && let Ok(request) = self.requests.try_recv()
         {
+            taken = true;
             self.on_request(request);
+        }
+        if !taken {
+            self.skip_yields = SKIP_AFTER_MISS;
         }
     }
 
