@@ -38,14 +38,20 @@ struct Args {
     /// Smaller counts, for a smoke check.
     #[arg(long)]
     quick: bool,
-    /// Profiling aid: only our client, `N` sequential pipelines on one session (plus 20 opens),
-    /// no pypsrp; prints CPU per pipeline and per open + close.
+    /// Profiling aid: only our client, `N` sequential pipelines on one session (after `--opens` opens),
+    /// no pypsrp; prints CPU, context switches and syscalls per pipeline and per open + close.
     #[arg(long, value_name = "N")]
     only_ours: Option<usize>,
-    /// With `--only-ours`: run the pipelines in a spawned task (on a runtime worker, as the
-    /// operator's reconcilers do) rather than on the main thread's `block_on`.
+    /// With `--only-ours`: run the opens and the pipelines in a spawned task (on a runtime worker,
+    /// as the operator's reconcilers do) rather than on the main thread's `block_on`.
     #[arg(long, requires = "only_ours")]
     in_task: bool,
+    /// With `--only-ours`: how many opens (each with its close) to measure.
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "only_ours")]
+    opens: usize,
+    /// With `--only-ours`: then open `N` sessions at once and print the RSS per session.
+    #[arg(long, value_name = "N", requires = "only_ours")]
+    concurrent: Option<usize>,
 }
 
 struct Counts {
@@ -78,13 +84,87 @@ impl Counts {
     }
 }
 
-fn cpu_seconds() -> f64 {
+fn rusage() -> libc::rusage {
     // SAFETY: getrusage writes into the zeroed struct we own.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     assert_eq!(rc, 0, "getrusage");
+    usage
+}
+
+fn cpu_seconds() -> f64 {
+    let usage = rusage();
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Voluntary + involuntary context switches of the whole process: unlike CPU time, a count that
+/// does not depend on what else runs on the machine (involuntary ones somewhat).
+fn context_switches() -> u64 {
+    let usage = rusage();
+    (usage.ru_nvcsw + usage.ru_nivcsw) as u64
+}
+
+/// Counts the process's system calls with the kernel's `raw_syscalls:sys_enter` tracepoint (one
+/// perf counter per thread, inherited by threads they start). Needs root (or a permissive
+/// `perf_event_paranoid`) and tracefs; `None` when either is missing.
+struct SyscallCounter {
+    fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl SyscallCounter {
+    fn open() -> Option<Self> {
+        use std::os::fd::FromRawFd;
+        let id: u64 = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .find_map(|root| {
+                std::fs::read_to_string(format!("{root}/events/raw_syscalls/sys_enter/id")).ok()
+            })?
+            .trim()
+            .parse()
+            .ok()?;
+        // struct perf_event_attr, PERF_ATTR_SIZE_VER0 (64 bytes): type, size, config, then the
+        // flags word at byte 40, where bit 1 is `inherit`.
+        let mut attr = [0u8; 64];
+        attr[0..4].copy_from_slice(&2u32.to_ne_bytes()); // PERF_TYPE_TRACEPOINT
+        attr[4..8].copy_from_slice(&64u32.to_ne_bytes());
+        attr[8..16].copy_from_slice(&id.to_ne_bytes());
+        attr[40..48].copy_from_slice(&(1u64 << 1).to_ne_bytes());
+        let mut fds = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let tid: libc::pid_t = task.ok()?.file_name().to_str()?.parse().ok()?;
+            // SAFETY: attr outlives the call; the kernel reads `size` bytes of it.
+            let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), tid, -1, -1, 0) };
+            if fd < 0 {
+                return None;
+            }
+            // SAFETY: a new descriptor that nothing else owns.
+            fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+        }
+        Some(SyscallCounter { fds })
+    }
+
+    fn read(&self) -> u64 {
+        use std::os::fd::AsRawFd;
+        self.fds
+            .iter()
+            .map(|fd| {
+                let mut value = 0u64;
+                // SAFETY: reads 8 bytes into a u64 we own.
+                let n = unsafe { libc::read(fd.as_raw_fd(), (&raw mut value).cast(), 8) };
+                if n == 8 { value } else { 0 }
+            })
+            .sum()
+    }
+}
+
+static SYSCALLS: std::sync::OnceLock<Option<SyscallCounter>> = std::sync::OnceLock::new();
+
+fn syscalls() -> u64 {
+    SYSCALLS
+        .get()
+        .and_then(Option::as_ref)
+        .map_or(0, SyscallCounter::read)
 }
 
 fn rss_bytes() -> i64 {
@@ -105,6 +185,10 @@ struct Sample {
     cpu: f64,
     wall: f64,
     count: usize,
+    /// Context switches (ours only; 0 for pypsrp).
+    switches: u64,
+    /// System calls (ours only, when they can be counted).
+    syscalls: u64,
 }
 
 impl Sample {
@@ -113,6 +197,8 @@ impl Sample {
         self.cpu += other.cpu;
         self.wall += other.wall;
         self.count += other.count;
+        self.switches += other.switches;
+        self.syscalls += other.syscalls;
     }
 
     fn from_json(value: &Value, count: usize) -> Result<Self> {
@@ -128,6 +214,7 @@ impl Sample {
             cpu: value["cpu"].as_f64().context("cpu")?,
             wall: value["wall"].as_f64().context("wall")?,
             count,
+            ..Sample::default()
         })
     }
 
@@ -143,6 +230,14 @@ impl Sample {
 
     fn cpu_per(&self) -> f64 {
         self.cpu / self.count as f64
+    }
+
+    fn switches_per(&self) -> f64 {
+        self.switches as f64 / self.count as f64
+    }
+
+    fn syscalls_per(&self) -> f64 {
+        self.syscalls as f64 / self.count as f64
     }
 }
 
@@ -216,7 +311,7 @@ async fn pipeline(session: &Session) -> Result<()> {
 
 async fn ours_opens(config: &SshConfig, count: usize) -> Result<Sample> {
     let mut latencies = Vec::with_capacity(count);
-    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let (cpu0, wall0, switches0, syscalls0) = (cpu_seconds(), Instant::now(), context_switches(), syscalls());
     for _ in 0..count {
         let start = Instant::now();
         let session = open(config).await?;
@@ -228,13 +323,15 @@ async fn ours_opens(config: &SshConfig, count: usize) -> Result<Sample> {
         cpu: cpu_seconds() - cpu0,
         wall: wall0.elapsed().as_secs_f64(),
         count,
+        switches: context_switches() - switches0,
+        syscalls: syscalls() - syscalls0,
     })
 }
 
 async fn ours_pipelines(config: &SshConfig, count: usize) -> Result<Sample> {
     let session = open(config).await?;
     let mut latencies = Vec::with_capacity(count);
-    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let (cpu0, wall0, switches0, syscalls0) = (cpu_seconds(), Instant::now(), context_switches(), syscalls());
     for _ in 0..count {
         let start = Instant::now();
         pipeline(&session).await?;
@@ -245,6 +342,8 @@ async fn ours_pipelines(config: &SshConfig, count: usize) -> Result<Sample> {
         cpu: cpu_seconds() - cpu0,
         wall: wall0.elapsed().as_secs_f64(),
         count,
+        switches: context_switches() - switches0,
+        syscalls: syscalls() - syscalls0,
     };
     close(session).await?;
     Ok(sample)
@@ -386,6 +485,11 @@ impl Table {
             "| {what} | {ours:.digits$} | {theirs:.digits$} | {ratio:.1}x |"
         ));
     }
+
+    /// A figure measured on our side only.
+    fn ours(&mut self, what: &str, ours: f64, digits: usize) {
+        self.0.push(format!("| {what} | {ours:.digits$} | - | - |"));
+    }
 }
 
 #[tokio::main]
@@ -397,9 +501,15 @@ async fn main() -> Result<()> {
     eprintln!("psrp-bench: bringing up one namespace host (sshd and the PSRP peer)");
     let hosts = TargetHosts::up(1).await?;
     let config = ssh_config(&hosts)?;
+    SYSCALLS.get_or_init(SyscallCounter::open);
     if let Some(n) = args.only_ours {
         ours_opens(&config, 1).await?;
-        let opens = ours_opens(&config, 20).await?;
+        let opens = if args.in_task {
+            let (config, count) = (config.clone(), args.opens);
+            tokio::spawn(async move { ours_opens(&config, count).await }).await??
+        } else {
+            ours_opens(&config, args.opens).await?
+        };
         let pipes = if args.in_task {
             let config = config.clone();
             tokio::spawn(async move { ours_pipelines(&config, n).await }).await??
@@ -407,11 +517,25 @@ async fn main() -> Result<()> {
             ours_pipelines(&config, n).await?
         };
         println!(
-            "ours only: CPU per open + close {:.3} ms, CPU per pipeline {:.3} ms ({n}), p50 {:.3} ms",
+            "ours only: per open + close: CPU {:.3} ms, {:.1} context switches, {:.1} syscalls; \
+             per pipeline ({n}): CPU {:.3} ms, {:.2} context switches, {:.2} syscalls, p50 {:.3} ms",
             opens.cpu_per() * ms,
+            opens.switches_per(),
+            opens.syscalls_per(),
             pipes.cpu_per() * ms,
+            pipes.switches_per(),
+            pipes.syscalls_per(),
             pipes.percentile(50.0) * ms
         );
+        if let Some(n) = args.concurrent {
+            let conc = ours_concurrent(&config, n).await?;
+            println!(
+                "ours only: {n} concurrent sessions: {} opened in {:.2} s, RSS per session {:.1} KiB",
+                conc.opened,
+                conc.wall,
+                conc.rss_delta / conc.opened.max(1) as f64 / 1024.0
+            );
+        }
         return Ok(());
     }
     let mut py = Pypsrp::start(&hosts.state.state_dir.join("hosts.json"))?;
@@ -466,6 +590,8 @@ async fn main() -> Result<()> {
         py_open.cpu_per() * ms,
         2,
     );
+    table.ours("context switches per open + close", ours_open.switches_per(), 1);
+    table.ours("syscalls per open + close", ours_open.syscalls_per(), 1);
     let pipes = ours_pipe.count;
     table.row(
         &format!("pipeline round trip p50, ms ({pipes} pipelines)"),
@@ -485,6 +611,8 @@ async fn main() -> Result<()> {
         py_pipe.cpu_per() * ms,
         3,
     );
+    table.ours("context switches per pipeline", ours_pipe.switches_per(), 2);
+    table.ours("syscalls per pipeline", ours_pipe.syscalls_per(), 2);
     let seq = counts.sequential;
     table.row(
         &format!("{seq} sequential pipelines, total s"),

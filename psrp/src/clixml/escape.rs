@@ -86,6 +86,14 @@ pub(crate) enum XmlContext {
 /// Appends `s` to `out` with CLIXML escaping and the XML escaping `context` needs, in one pass.
 pub(crate) fn push_encoded(out: &mut String, s: &str, context: XmlContext) {
     let bytes = s.as_bytes();
+    // Most text is printable ASCII with nothing to escape in any context: one scan, one copy.
+    if bytes
+        .iter()
+        .all(|b| matches!(b, 0x20..=0x7E) && !matches!(b, b'&' | b'<' | b'>' | b'"' | b'_'))
+    {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let next = bytes.get(i + c.len_utf8()).copied();

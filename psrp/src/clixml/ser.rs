@@ -65,48 +65,61 @@ impl Serializer {
 
     fn write(&mut self, out: &mut String, name: Option<&str>, value: &PsValue) {
         let tag = value.tag();
-        let text: String = match value {
-            PsValue::Nil => {
-                empty_element(out, tag, name, None);
-                return;
-            }
-            PsValue::Object(obj) => {
-                self.write_object(out, name, obj);
-                return;
-            }
+        match value {
+            PsValue::Nil => return empty_element(out, tag, name, None),
+            PsValue::Object(obj) => return self.write_object(out, name, obj),
+            _ => {}
+        }
+        start_element(out, tag, name);
+        // Numbers, booleans, base64 and GUIDs need no escaping and are written as they are; text,
+        // and a DateTime's text (checked on the way in, but kept as given), go through the escaper.
+        let _ = match value {
+            PsValue::Nil | PsValue::Object(_) => Ok(()),
             PsValue::Str(s)
             | PsValue::Uri(s)
             | PsValue::XmlDocument(s)
             | PsValue::ScriptBlock(s)
             | PsValue::Decimal(s) => {
-                start_element(out, tag, name);
                 push_encoded(out, s, XmlContext::Text);
-                end_element(out, tag);
-                return;
+                Ok(())
             }
-            PsValue::Char(c) => c.to_string(),
-            PsValue::Bool(b) => if *b { "true" } else { "false" }.to_owned(),
-            PsValue::DateTime(dt) => dt.as_str().to_owned(),
-            PsValue::Duration(d) => d.to_string(),
-            PsValue::U8(v) => v.to_string(),
-            PsValue::I8(v) => v.to_string(),
-            PsValue::U16(v) => v.to_string(),
-            PsValue::I16(v) => v.to_string(),
-            PsValue::U32(v) => v.to_string(),
-            PsValue::I32(v) => v.to_string(),
-            PsValue::U64(v) => v.to_string(),
-            PsValue::I64(v) => v.to_string(),
-            PsValue::Single(v) => dotnet::format_single(*v),
-            PsValue::Double(v) => dotnet::format_double(*v),
-            PsValue::Bytes(b) => BASE64.encode(b),
-            PsValue::SecureString(b) => BASE64.encode(&b.0),
-            PsValue::Guid(g) => g.hyphenated().to_string(),
-            PsValue::Version(v) => v.to_string(),
+            PsValue::DateTime(dt) => {
+                push_encoded(out, dt.as_str(), XmlContext::Text);
+                Ok(())
+            }
+            PsValue::Char(c) => write!(out, "{c}"),
+            PsValue::Bool(b) => {
+                out.push_str(if *b { "true" } else { "false" });
+                Ok(())
+            }
+            PsValue::Duration(d) => write!(out, "{d}"),
+            PsValue::U8(v) => write!(out, "{v}"),
+            PsValue::I8(v) => write!(out, "{v}"),
+            PsValue::U16(v) => write!(out, "{v}"),
+            PsValue::I16(v) => write!(out, "{v}"),
+            PsValue::U32(v) => write!(out, "{v}"),
+            PsValue::I32(v) => write!(out, "{v}"),
+            PsValue::U64(v) => write!(out, "{v}"),
+            PsValue::I64(v) => write!(out, "{v}"),
+            PsValue::Single(v) => {
+                out.push_str(&dotnet::format_single(*v));
+                Ok(())
+            }
+            PsValue::Double(v) => {
+                out.push_str(&dotnet::format_double(*v));
+                Ok(())
+            }
+            PsValue::Bytes(b) => {
+                BASE64.encode_string(b, out);
+                Ok(())
+            }
+            PsValue::SecureString(b) => {
+                BASE64.encode_string(&b.0, out);
+                Ok(())
+            }
+            PsValue::Guid(g) => write!(out, "{}", g.hyphenated()),
+            PsValue::Version(v) => write!(out, "{v}"),
         };
-        start_element(out, tag, name);
-        // Numbers, dates, base64 and GUIDs need no escaping; a DateTime's text was checked on the
-        // way in, but goes through the escaper anyway, as it is kept as given.
-        push_encoded(out, &text, XmlContext::Text);
         end_element(out, tag);
     }
 
@@ -119,7 +132,11 @@ impl Serializer {
         }
         let ref_id = self.next_ref_id;
         self.next_ref_id = self.next_ref_id.wrapping_add(1);
-        self.seen.insert(key, (ref_id, Arc::clone(obj)));
+        // An object only this value holds cannot be met again while it is being written (the
+        // value is borrowed, so no second holder can appear in it): only shared ones are kept.
+        if Arc::strong_count(obj) > 1 {
+            self.seen.insert(key, (ref_id, Arc::clone(obj)));
+        }
 
         let is_empty = obj.type_names.is_empty()
             && obj.to_string.is_none()

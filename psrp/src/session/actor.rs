@@ -30,7 +30,13 @@ pub(super) type Closer<S> = Box<dyn FnOnce(S) -> BoxFuture + Send>;
 /// The answer to an open: the protocol version the server announced.
 pub(super) type OpenReply = oneshot::Sender<Result<Option<String>, SessionError>>;
 
-const READ_BUFFER: usize = 64 * 1024;
+/// The most one read takes from the stream. Over SSH a read returns at most one channel data
+/// message, which russh caps at 32 KiB. The buffer is filled through `read_buf`, never zeroed, so
+/// its pages become resident only as far as reads reach: an idle session costs a page or two, not
+/// the whole buffer.
+const READ_BUFFER: usize = 32 * 1024;
+/// See [`Actor::let_caller_run_first`].
+const SKIP_AFTER_MISS: u32 = 16;
 /// The polite close of the transport, after the pool's CloseAck, gets at most this long.
 const TRANSPORT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -160,6 +166,10 @@ pub(super) struct Actor {
     closing: Option<oneshot::Sender<Result<(), SessionError>>>,
     failed: Option<SessionError>,
     end: Option<End>,
+    /// A pipeline just ended while its `<Close>` waits to be written: see [`Actor::run`].
+    let_caller_run: bool,
+    /// Pipeline ends to pass without that yield: set after a yield the caller did not use.
+    skip_yields: u32,
 }
 
 impl Actor {
@@ -191,6 +201,8 @@ impl Actor {
             closing: None,
             failed: None,
             end: None,
+            let_caller_run: false,
+            skip_yields: 0,
         }
     }
 
@@ -199,7 +211,7 @@ impl Actor {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut buf = vec![0u8; READ_BUFFER];
+        let mut buf = Vec::with_capacity(READ_BUFFER);
         if let Err(error) = self.pool.open() {
             self.fail(error.into());
         }
@@ -215,6 +227,13 @@ impl Actor {
             if let Some(end) = self.end.take() {
                 break end;
             }
+            if std::mem::take(&mut self.let_caller_run) && self.out_pos < self.out.len() {
+                if self.skip_yields == 0 {
+                    self.let_caller_run_first().await;
+                    continue;
+                }
+                self.skip_yields -= 1;
+            }
             let deadline = self.next_deadline();
             if let Some(deadline) = deadline
                 && armed != Some(deadline)
@@ -228,7 +247,7 @@ impl Actor {
             let watched = current.filter(|c| c.phase == Phase::Running && !c.handle_gone);
             let wake = tokio::select! {
                 request = self.requests.recv() => Wake::Request(request),
-                read = reader.read(&mut buf), if !paused => Wake::Read(read),
+                read = reader.read_buf(&mut buf), if !paused => Wake::Read(read),
                 wrote = write_some(&mut writer, pending), if !pending.is_empty() || self.needs_flush => {
                     Wake::Wrote(wrote)
                 }
@@ -240,7 +259,10 @@ impl Actor {
                 Wake::Request(Some(request)) => self.on_request(request),
                 Wake::Request(None) => self.dropped(),
                 Wake::Read(Ok(0)) => self.fail(SessionError::ConnectionClosed),
-                Wake::Read(Ok(n)) => self.on_bytes(&buf[..n]),
+                Wake::Read(Ok(_)) => {
+                    self.on_bytes(&buf);
+                    buf.clear();
+                }
                 Wake::Read(Err(error)) => self.fail(SessionError::from_io(error)),
                 Wake::Wrote(Ok(n)) => self.wrote(n),
                 Wake::Wrote(Err(error)) => self.fail(SessionError::from_io(error)),
@@ -266,6 +288,47 @@ impl Actor {
             let _ = reply.send(result);
         }
         tracing::debug!(pool = %self.pool.id(), "session task ends");
+    }
+
+    /// Called when a pipeline has just ended and its `<Close>` waits to be written. The handle's
+    /// owner was just woken with the final state and usually asks for the next pipeline (or the
+    /// close) at once: this lets it run first, so that its `<Command>` goes in the same packet as the
+    /// `<Close>` (one SSH message, one send, and the server's two acks come back together).
+    ///
+    /// The yield is tokio's deferred one: the task runs again once the worker has run what is
+    /// ready. The request channel's waker is replaced by a no-op meanwhile: a request woken into
+    /// the worker's LIFO slot would make the chain "russh, this task, the caller, this task, russh"
+    /// long enough for tokio to push russh's task to the run queue and wake its other thread
+    /// (two context switches per pipeline) instead of running it next. Nothing is missed: the
+    /// deferred wake comes regardless, and the queued requests are taken right after it.
+    ///
+    /// A caller that is not back by then (one on another thread, such as a `block_on`, or one
+    /// with other work between pipelines) gains nothing and the yield costs a wake of the
+    /// runtime's other thread: after such a miss the next [`SKIP_AFTER_MISS`] pipeline ends
+    /// write at once.
+    async fn let_caller_run_first(&mut self) {
+        let queued = {
+            let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+            self.requests.poll_recv(&mut noop)
+        };
+        if let std::task::Poll::Ready(request) = queued {
+            match request {
+                Some(request) => self.on_request(request),
+                None => self.dropped(),
+            }
+            return;
+        }
+        tokio::task::yield_now().await;
+        let mut taken = false;
+        while self.end.is_none()
+            && let Ok(request) = self.requests.try_recv()
+        {
+            taken = true;
+            self.on_request(request);
+        }
+        if !taken {
+            self.skip_yields = SKIP_AFTER_MISS;
+        }
     }
 
     // ---- requests -------------------------------------------------------------------------------
@@ -449,6 +512,7 @@ impl Actor {
             Some(current.id),
             "CloseAck for an ended pipeline",
         );
+        self.let_caller_run = true;
         self.start_next();
     }
 

@@ -194,6 +194,12 @@ impl Server {
         .await;
     }
 
+    /// Ends a pipeline and answers its Close, then accepts the next pipeline.
+    async fn complete_then_accept(&mut self, id: Uuid) -> (Uuid, String) {
+        self.complete(id).await;
+        self.accept_pipeline().await
+    }
+
     /// Answers the pool's Close.
     async fn close_pool(&mut self) {
         self.expect(PacketKind::Close, None).await;
@@ -310,6 +316,82 @@ async fn invokes_wait_their_turn_in_order() {
     assert_eq!(script, "'3'");
     let third = bounded(third).await.expect("joined").expect("third");
     assert_ne!(third.id(), id2);
+}
+
+/// The client's end of the pipe, recording what each write carried.
+struct Recording {
+    inner: DuplexStream,
+    writes: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AsyncRead for Recording {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Recording {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &result {
+            let written = String::from_utf8_lossy(&buf[..*n]).into_owned();
+            self.writes.lock().expect("not poisoned").push(written);
+        }
+        result
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_caller_asking_at_once_gets_its_command_in_the_write_of_the_last_close() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = Recording {
+        inner: client,
+        writes: Arc::clone(&writes),
+    };
+    let mut server = Server::new(server);
+    let (session, ()) = tokio::join!(Session::open_stream(client, options()), server.handshake());
+    let session = session.expect("opens");
+    let (handle, (first, _)) = tokio::join!(
+        session.run_script("'1'", no_parameters()),
+        server.accept_pipeline()
+    );
+    let handle = handle.expect("first");
+    // As a loop of pipelines does: the next one is asked for as soon as the last has ended.
+    let caller = async {
+        handle.collect().await.expect("completed");
+        session.run_script("'2'", no_parameters()).await.expect("second")
+    };
+    let (_, (second, _)) = bounded(async { tokio::join!(caller, server.complete_then_accept(first)) }).await;
+    let close = format!("<Close PSGuid='{first}' />");
+    let command = format!("<Command PSGuid='{second}' />");
+    let writes = writes.lock().expect("not poisoned");
+    assert!(
+        writes.iter().any(|w| w.contains(&close) && w.contains(&command)),
+        "{writes:#?}"
+    );
 }
 
 #[tokio::test]
