@@ -199,7 +199,12 @@ impl Drop for TargetHosts {
             .stderr(Stdio::piped())
             .output();
         match result {
-            Ok(out) if out.status.success() => {}
+            // The state dir (keys, configs, logs) is only useful while the hosts exist.
+            Ok(out) if out.status.success() => {
+                if let Err(error) = std::fs::remove_dir_all(&self.state.state_dir) {
+                    tracing::warn!(run = %self.state.run_id, %error, "cannot remove the hosts' state dir");
+                }
+            }
             Ok(out) => tracing::warn!(
                 run = %self.state.run_id,
                 error = %String::from_utf8_lossy(&out.stderr).trim(),

@@ -57,12 +57,13 @@ impl OperatorProcess {
             "run".to_owned(),
             "--namespace".into(),
             namespace.into(),
-            // Tests run side by side: each operator on its own ephemeral port.
-            "--metrics-addr".into(),
-            "127.0.0.1:0".into(),
             "--instance".into(),
             format!("operator-{namespace}-{n}"),
         ];
+        if !extra.contains(&"--metrics-addr") {
+            // Tests run side by side: each operator on its own ephemeral port.
+            args.extend(["--metrics-addr".into(), "127.0.0.1:0".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = control_plane.dir().join(format!("operator-{namespace}-{n}.log"));
         let mut process = OperatorProcess {
