@@ -27,6 +27,10 @@ struct Env {
 
 impl Env {
     async fn new(prefix: &str, hosts: usize) -> Env {
+        Env::with_flags(prefix, hosts, &[]).await
+    }
+
+    async fn with_flags(prefix: &str, hosts: usize, flags: &[&str]) -> Env {
         let control_plane = ControlPlane::shared();
         install_crds(control_plane).await.expect("CRDs install");
         let ns = test_namespace(prefix).await;
@@ -34,7 +38,7 @@ impl Env {
         create_host_secrets(&ns.api::<Secret>(), &hosts, "h")
             .await
             .expect("secrets");
-        let operator = OperatorProcess::start(control_plane, &ns.name, &[])
+        let operator = OperatorProcess::start(control_plane, &ns.name, flags)
             .await
             .expect("operator starts");
         Env { ns, hosts, operator }
@@ -744,4 +748,55 @@ async fn a_standby_takes_over_the_sessions_when_the_leader_dies() {
             .unwrap_or_default()
             .contains("StateLost")
     );
+}
+
+/// A GET on the operator's HTTP port: (status code, body).
+async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut text = String::new();
+    tokio::time::timeout(STEP, stream.read_to_string(&mut text)).await??;
+    let code = text.split_whitespace().nth(1).unwrap_or_default().parse()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+#[tokio::test]
+async fn metrics_and_probes_are_served() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = Env::with_flags("ctl-metrics", 1, &["--metrics-addr", &addr]).await;
+    env.session("m", "PublicKey", "").await;
+    env.ready("m").await;
+    env.job("one", "m", "Write-Output 1", "").await;
+    env.done("one").await;
+    let (code, _) = http_get(&addr, "/healthz").await?;
+    assert_eq!(code, 200);
+    let (code, _) = http_get(&addr, "/readyz").await?;
+    assert_eq!(code, 200, "ready once the caches are filled");
+    let text = eventually("metrics show the job", STEP, || {
+        let addr = addr.clone();
+        async move {
+            let (_, body) = http_get(&addr, "/metrics").await?;
+            Ok(body
+                .contains("pssession_operator_jobs{state=\"Completed\"} 1")
+                .then_some(body))
+        }
+    })
+    .await?;
+    for expected in [
+        "pssession_operator_sessions{state=\"Opened\"} 1",
+        "pssession_operator_open_duration_seconds_count{transport=\"SSH\",result=\"Opened\"} 1",
+        "pssession_operator_job_duration_seconds_count{state=\"Completed\"} 1",
+        "pssession_operator_reconcile_duration_seconds_count{controller=\"pssession\"}",
+        "pssession_operator_status_writes_total{kind=\"PSJob\"}",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    Ok(())
 }
