@@ -36,10 +36,10 @@ struct RunArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     status_interval: Duration,
     /// Sustained status writes per second for the whole process.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 50.0)]
     status_writes_per_second: f64,
     /// Status writes allowed in a burst above that rate.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 100.0)]
     status_write_burst: f64,
     /// Bytes of a job's full text kept in its output ConfigMap (below the 1 MiB object limit).
     #[arg(long, default_value_t = 900 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1000 * 1024))]

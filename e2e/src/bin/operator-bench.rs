@@ -11,7 +11,8 @@
 //! Ready; apply-to-Opened p50/p99 as this process saw it, next to the client's own open time (the
 //! operator's `open_duration_seconds`); job create-to-Completed p50/p99 next to the pipeline's own
 //! time (`job_duration_seconds`); operator RSS per session; reconcile p99 (from its histogram); and
-//! API writes per second from the API server's own `apiserver_request_total`.
+//! API writes per second from the API server's own `apiserver_request_total`. Two replicas run with
+//! leader election; at the end the leader is killed, and the standby's takeover is timed.
 
 use std::{
     collections::HashMap,
@@ -27,7 +28,10 @@ use e2e::{
     hosts::TargetHosts,
     operator::{OperatorProcess, create_host_secrets, job_yaml, ssh_session_yaml},
 };
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Namespace, Secret},
+};
 use kube::{Api, api::PostParams};
 use pssession_operator::api::{JobState, PSJob, PSSession, RunspaceState};
 
@@ -70,8 +74,15 @@ async fn main() -> Result<()> {
     eprintln!("bringing up {} hosts", cli.hosts);
     let hosts = TargetHosts::up(cli.hosts).await?;
     create_host_secrets(&Api::<Secret>::namespaced(client.clone(), NAMESPACE), &hosts, "b").await?;
-    let operator =
-        OperatorProcess::start(&control_plane, NAMESPACE, &["--metrics-addr", METRICS_ADDR]).await?;
+    // Two replicas with leader election (the default 15 s lease): the first leads; at the end the
+    // leader is killed and the standby's takeover is timed.
+    let election = ["--leader-election", "--lease-namespace", NAMESPACE];
+    let mut leader_flags = vec!["--metrics-addr", METRICS_ADDR];
+    leader_flags.extend(election);
+    let mut operator = OperatorProcess::start(&control_plane, NAMESPACE, &leader_flags).await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    wait_for_holder(&leases, &operator.instance, bound).await?;
+    let standby = OperatorProcess::start(&control_plane, NAMESPACE, &election).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = operator.pid().context("operator pid")?;
     let rss_idle = rss_kib(pid)?;
@@ -217,10 +228,99 @@ async fn main() -> Result<()> {
         "| API writes per second over the run ({elapsed:.0} s) | {:.1} |",
         writes / elapsed
     );
+    let mut by_resource: Vec<(String, f64)> = Vec::new();
+    for (series, after) in &writes_after {
+        let resource = series
+            .split("resource=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("-")
+            .to_owned();
+        let delta = after - writes_before.get(series).copied().unwrap_or(0.0);
+        match by_resource.iter_mut().find(|(r, _)| *r == resource) {
+            Some((_, total)) => *total += delta,
+            None => by_resource.push((resource, delta)),
+        }
+    }
+    by_resource.retain(|(_, n)| *n > 0.0);
+    by_resource.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shown: Vec<String> = by_resource.iter().map(|(r, n)| format!("{r} {n:.0}")).collect();
+    println!("| API writes by resource | {} |", shown.join(", "));
+    let status_writes: Vec<String> = sample(&metrics_end, "pssession_operator_status_writes")
+        .iter()
+        .map(|(series, v)| format!("{} {v:.0}", series.trim_start_matches("pssession_operator_")))
+        .collect();
+    println!("| the operator's own count | {} |", status_writes.join(", "));
+
+    // Leader dies: how long until the standby leads, and until it has reopened every session.
+    let instances: HashMap<String, Option<String>> = sessions
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.status.and_then(|st| st.instance_id),
+            )
+        })
+        .collect();
+    operator.kill().await;
+    let killed = Instant::now();
+    wait_for_holder(&leases, &standby.instance, bound).await?;
+    let takeover = killed.elapsed();
+    loop {
+        let list = sessions.list(&Default::default()).await?.items;
+        let reopened = list.iter().all(|s| {
+            let st = s.status.as_ref();
+            st.and_then(|st| st.state) == Some(RunspaceState::Opened)
+                && st.and_then(|st| st.instance_id.clone())
+                    != instances
+                        .get(s.metadata.name.as_deref().unwrap_or_default())
+                        .cloned()
+                        .flatten()
+        });
+        if reopened {
+            break;
+        }
+        if killed.elapsed() > bound {
+            bail!("the standby did not reopen every session within {bound:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let all_reopened = killed.elapsed();
+    println!(
+        "| leader killed: standby leads after (15 s lease), s | {:.2} |",
+        takeover.as_secs_f64()
+    );
+    println!(
+        "| leader killed: all {} sessions reopened by the standby after, s | {:.2} |",
+        cli.sessions,
+        all_reopened.as_secs_f64()
+    );
     drop(operator);
+    drop(standby);
     drop(hosts);
     control_plane.stop();
     Ok(())
+}
+
+async fn wait_for_holder(leases: &Api<Lease>, identity: &str, bound: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let holder = leases
+            .get_opt("pssession-operator")
+            .await?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        if holder.as_deref() == Some(identity) {
+            return Ok(());
+        }
+        if started.elapsed() > bound {
+            bail!("{identity} did not lead within {bound:?} (holder: {holder:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn quantile(values: &mut [f64], q: f64) -> f64 {

@@ -45,6 +45,7 @@ async fn publish(
         secondary: None,
     };
     // An event that cannot be written is not worth failing anything for.
+    ctx.pace().await;
     if let Err(error) = ctx.recorder.publish(&event, reference).await {
         debug!(error = %error, "event not written");
     }

@@ -207,6 +207,14 @@ impl Context {
         Api::namespaced(self.client.clone(), namespace)
     }
 
+    /// Waits for the write budget before a write that is not coalesced.
+    async fn pace(&self) {
+        let wait = self.gate.take();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Applies a status by server-side apply, if the gate lets it go now; else says when to retry.
     async fn apply_status<K>(&self, obj: &K, status: impl Serialize) -> Result<Option<Duration>>
     where

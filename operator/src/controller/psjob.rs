@@ -117,6 +117,7 @@ async fn queued(job: &PSJob, key: &ObjectKey, ctx: &Context) -> Result<Action> {
     };
     let session_key = key_of(&session)?;
     if !job.owner_references().iter().any(|o| o.uid == session_key.uid) {
+        ctx.pace().await;
         own(job, &session, ctx).await?;
         return Ok(Action::await_change());
     }
@@ -135,10 +136,16 @@ async fn queued(job: &PSJob, key: &ObjectKey, ctx: &Context) -> Result<Action> {
             .start_job(&session_key.uid, request(job, key, ctx))
             .await
         {
-            Ok(run) => {
+            Ok(_) => {
                 info!(session = %session_key.name, "job dispatched");
                 ctx.triggers.session(&session_key.namespace, &session_key.name);
-                return running(job, key, &run, ctx).await;
+                // The first status and output writes (and the session's) wait one interval: a
+                // short job is then written once, complete, instead of Running then Completed,
+                // and its session once, Available again, instead of Busy then Available.
+                ctx.gate.hold(&key.uid);
+                ctx.gate.hold(&output_gate_key(&key.uid));
+                ctx.gate.hold(&session_key.uid);
+                return Ok(Action::requeue(ctx.config.writes.per_object_interval));
             }
             Err(error) => info!(error = %error, "job not started yet"),
         }
@@ -239,18 +246,30 @@ async fn write_queued(
         observed_generation: job.metadata.generation,
         ..PSJobStatus::default()
     };
-    if previous.state != Some(JobState::Queued) {
-        events::publish_job(ctx, key, reason, reason == Reason::SessionNotFound, &message).await;
-    }
-    write(job, key, &previous, status, ctx).await
+    let event = JobEvent {
+        reason,
+        warning: reason == Reason::SessionNotFound,
+        message,
+    };
+    write(job, key, &previous, status, event, ctx).await
 }
 
 /// Writes status when it changed; requeues when the gate says wait.
+/// An event that goes out once the status that tells the same is written.
+struct JobEvent {
+    reason: Reason,
+    warning: bool,
+    message: String,
+}
+
+/// Writes status when it changed; requeues when the gate says wait. A state change also sends its
+/// event (once: only with the write that records it) and tells the session.
 async fn write(
     job: &PSJob,
     key: &ObjectKey,
     previous: &PSJobStatus,
     status: PSJobStatus,
+    event: JobEvent,
     ctx: &Context,
 ) -> Result<Action> {
     if *previous == status {
@@ -261,6 +280,7 @@ async fn write(
         Some(wait) => Ok(Action::requeue(wait)),
         None => {
             if state_changed {
+                events::publish_job(ctx, key, event.reason, event.warning, &event.message).await;
                 ctx.triggers.session(&key.namespace, &job.spec.session_ref.name);
             }
             Ok(requeue(RESYNC))
@@ -341,14 +361,19 @@ fn progress_status(
     }
 }
 
-/// The full text, in a ConfigMap the job owns. Returns false when the gate said wait.
+/// The output ConfigMap's own write interval, separate from the job's status.
+fn output_gate_key(job_uid: &str) -> String {
+    format!("{job_uid}/output")
+}
+
+/// The full text, in a ConfigMap the job owns. Returns how long to wait when the gate said so.
 async fn write_output(
     job: &PSJob,
     key: &ObjectKey,
     progress: &JobProgress,
     version: u64,
     ctx: &Context,
-) -> Result<bool> {
+) -> Result<Option<Duration>> {
     let written = ctx
         .written_output
         .lock()
@@ -356,12 +381,11 @@ async fn write_output(
         .get(&key.uid)
         .copied();
     if written == Some(version) {
-        return Ok(true);
+        return Ok(None);
     }
-    let gate_key = format!("{}/output", key.uid);
-    if ctx.gate.admit(&gate_key).is_err() {
+    if let Err(wait) = ctx.gate.admit(&output_gate_key(&key.uid)) {
         ctx.telemetry.status_write_deferred("ConfigMap");
-        return Ok(false);
+        return Ok(Some(wait));
     }
     let data: BTreeMap<String, String> = StreamKind::ALL
         .iter()
@@ -402,7 +426,7 @@ async fn write_output(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(key.uid.clone(), version);
-    Ok(true)
+    Ok(None)
 }
 
 async fn running(job: &PSJob, key: &ObjectKey, run: &JobRun, ctx: &Context) -> Result<Action> {
@@ -410,26 +434,28 @@ async fn running(job: &PSJob, key: &ObjectKey, run: &JobRun, ctx: &Context) -> R
     let previous = job.status.clone().unwrap_or_default();
     let has_text = progress.streams.iter().any(|s| !s.full.is_empty());
     let config_map = if has_text {
-        if !write_output(job, key, &progress, version, ctx).await? {
-            return Ok(Action::requeue(Duration::from_millis(500)));
+        if let Some(wait) = write_output(job, key, &progress, version, ctx).await? {
+            return Ok(Action::requeue(wait));
         }
         Some(config_map_name(&key.name))
     } else {
         previous.output_config_map.clone()
     };
     let status = progress_status(job, &previous, &progress, config_map);
-    if previous.state != status.state {
-        let (reason, warning) = match progress.phase {
-            JobPhase::Running => (Reason::Running, false),
-            _ => (progress.reason, progress.phase != JobPhase::Completed),
-        };
-        let message = progress
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("the script is {:?}", progress.phase));
-        events::publish_job(ctx, key, reason, warning, &message).await;
-    }
-    let action = write(job, key, &previous, status, ctx).await?;
+    let (reason, warning) = match progress.phase {
+        JobPhase::Running => (Reason::Running, false),
+        _ => (progress.reason, progress.phase != JobPhase::Completed),
+    };
+    let message = progress
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("the script is {:?}", progress.phase));
+    let event = JobEvent {
+        reason,
+        warning,
+        message,
+    };
+    let action = write(job, key, &previous, status, event, ctx).await?;
     Ok(if progress.is_final() {
         Action::requeue(Duration::from_millis(200))
     } else {
@@ -458,8 +484,12 @@ async fn session_lost(job: &PSJob, key: &ObjectKey, previous: PSJobStatus, ctx: 
         observed_generation: job.metadata.generation,
         ..previous.clone()
     };
-    events::publish_job(ctx, key, Reason::SessionLost, true, &message).await;
-    write(job, key, &previous, status, ctx).await
+    let event = JobEvent {
+        reason: Reason::SessionLost,
+        warning: true,
+        message,
+    };
+    write(job, key, &previous, status, event, ctx).await
 }
 
 async fn write_final_without_run(
@@ -484,8 +514,12 @@ async fn write_final_without_run(
         observed_generation: job.metadata.generation,
         ..PSJobStatus::default()
     };
-    events::publish_job(ctx, key, reason, true, &message).await;
-    write(job, key, &previous, status, ctx).await
+    let event = JobEvent {
+        reason,
+        warning: true,
+        message,
+    };
+    write(job, key, &previous, status, event, ctx).await
 }
 
 async fn finished(job: &PSJob, key: &ObjectKey, status: &PSJobStatus, ctx: &Context) -> Result<Action> {
@@ -511,7 +545,7 @@ async fn finished(job: &PSJob, key: &ObjectKey, status: &PSJobStatus, ctx: &Cont
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key.uid);
             ctx.gate.forget(&key.uid);
-            ctx.gate.forget(&format!("{}/output", key.uid));
+            ctx.gate.forget(&output_gate_key(&key.uid));
         }
     }
     let Some(ttl) = job.spec.ttl_seconds_after_finished else {
@@ -535,6 +569,7 @@ async fn finished(job: &PSJob, key: &ObjectKey, status: &PSJobStatus, ctx: &Cont
         }),
         ..DeleteParams::background()
     };
+    ctx.pace().await;
     match api.delete(&key.name, &params).await {
         Ok(_) => Ok(Action::await_change()),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {

@@ -94,6 +94,7 @@ async fn reconcile_session(session: &PSSession, ctx: &Context) -> Result<Action>
         return cleanup(session, &key, &api, ctx).await;
     }
     if !session.finalizers().iter().any(|f| f == super::FINALIZER) {
+        ctx.pace().await;
         add_finalizer(&api, session).await?;
         // The patch's watch event brings the next reconcile.
         return Ok(Action::await_change());
@@ -354,6 +355,7 @@ async fn cleanup(
             message,
         };
         events::publish_session(ctx, key, &transition).await;
+        ctx.pace().await;
         remove_finalizer(api, session).await?;
     }
     ctx.gate.forget(&key.uid);

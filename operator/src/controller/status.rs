@@ -25,8 +25,8 @@ impl Default for WriteLimits {
     fn default() -> Self {
         WriteLimits {
             per_object_interval: Duration::from_secs(1),
-            rate: 20.0,
-            burst: 50.0,
+            rate: 50.0,
+            burst: 100.0,
         }
     }
 }
@@ -41,6 +41,9 @@ pub struct WriteGate {
     limits: WriteLimits,
     bucket: Mutex<Bucket>,
     last: Mutex<HashMap<String, Instant>>,
+    /// Tokens taken ahead for objects told to wait: when they come back at that time they write
+    /// without asking again, so waiting writers queue in order instead of all retrying at once.
+    reserved: Mutex<HashMap<String, Instant>>,
 }
 
 impl WriteGate {
@@ -52,6 +55,7 @@ impl WriteGate {
                 refilled: Instant::now(),
             }),
             last: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,27 +64,62 @@ impl WriteGate {
     pub fn admit(&self, uid: &str) -> Result<(), Duration> {
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = reserved.get(uid).copied() {
+            // A requeue may fire a little early; a few milliseconds do not break the rate.
+            if at <= now + Duration::from_millis(5) {
+                reserved.remove(uid);
+                last.insert(uid.to_owned(), now);
+                return Ok(());
+            }
+            return Err(at - now);
+        }
         if let Some(at) = last.get(uid) {
             let since = now.duration_since(*at);
             if since < self.limits.per_object_interval {
                 return Err(self.limits.per_object_interval - since);
             }
         }
-        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.limits.rate).min(self.limits.burst);
-        bucket.refilled = now;
-        if bucket.tokens < 1.0 {
-            let wait = (1.0 - bucket.tokens) / self.limits.rate.max(0.001);
-            return Err(Duration::from_secs_f64(wait));
+        let wait = self.take();
+        if !wait.is_zero() {
+            reserved.insert(uid.to_owned(), now + wait);
+            return Err(wait);
         }
-        bucket.tokens -= 1.0;
         last.insert(uid.to_owned(), now);
         Ok(())
     }
 
+    /// Takes a token for a write that is not coalesced (an event, a finalizer, an owner
+    /// reference, a delete) and says how long to wait before sending it, so every write of the
+    /// process counts against one budget.
+    pub fn take(&self) -> Duration {
+        let now = Instant::now();
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.limits.rate).min(self.limits.burst) - 1.0;
+        bucket.refilled = now;
+        if bucket.tokens < 0.0 {
+            Duration::from_secs_f64(-bucket.tokens / self.limits.rate.max(0.001))
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Starts an object's interval now without a write: what happens within it is coalesced into
+    /// one write at its end (a job that ends within a second is written once, already ended).
+    pub fn hold(&self, uid: &str) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_owned(), Instant::now());
+    }
+
     pub fn forget(&self, uid: &str) {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+        self.reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
     }
 }
 
@@ -100,8 +139,12 @@ mod tests {
         assert!(wait > Duration::from_secs(59), "{wait:?}");
         assert!(gate.admit("b").is_ok());
         assert!(gate.admit("c").is_ok());
-        assert!(gate.admit("d").is_err(), "the bucket is empty");
-        gate.forget("a");
-        assert!(gate.admit("a").is_err(), "still no token");
+        let wait = gate.admit("d").expect_err("the bucket is empty");
+        assert!(gate.admit("d").is_err(), "d waits for its reserved token");
+        let later = gate.admit("f").expect_err("f queues behind d");
+        assert!(later > wait, "{later:?} after {wait:?}");
+        assert!(gate.take() > later, "other writes queue behind them");
+        gate.hold("e");
+        assert!(gate.admit("e").expect_err("held") > Duration::from_secs(59));
     }
 }
