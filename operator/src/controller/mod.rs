@@ -215,6 +215,12 @@ impl Context {
         }
     }
 
+    /// For a metadata write (finalizer, owner reference, delete) from a reconcile: `Some(wait)`
+    /// when the budget says requeue instead of sleeping in the reconcile.
+    fn defer_meta_write(&self, uid: &str) -> Option<Duration> {
+        self.gate.admit(&format!("{uid}/meta")).err()
+    }
+
     /// Applies a status by server-side apply, if the gate lets it go now; else says when to retry.
     async fn apply_status<K>(&self, obj: &K, status: impl Serialize) -> Result<Option<Duration>>
     where

@@ -117,7 +117,9 @@ async fn queued(job: &PSJob, key: &ObjectKey, ctx: &Context) -> Result<Action> {
     };
     let session_key = key_of(&session)?;
     if !job.owner_references().iter().any(|o| o.uid == session_key.uid) {
-        ctx.pace().await;
+        if let Some(wait) = ctx.defer_meta_write(&key.uid) {
+            return Ok(Action::requeue(wait));
+        }
         own(job, &session, ctx).await?;
         return Ok(Action::await_change());
     }
@@ -569,7 +571,9 @@ async fn finished(job: &PSJob, key: &ObjectKey, status: &PSJobStatus, ctx: &Cont
         }),
         ..DeleteParams::background()
     };
-    ctx.pace().await;
+    if let Some(wait) = ctx.defer_meta_write(&key.uid) {
+        return Ok(Action::requeue(wait));
+    }
     match api.delete(&key.name, &params).await {
         Ok(_) => Ok(Action::await_change()),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {

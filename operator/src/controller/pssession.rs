@@ -93,8 +93,19 @@ async fn reconcile_session(session: &PSSession, ctx: &Context) -> Result<Action>
     if session.metadata.deletion_timestamp.is_some() {
         return cleanup(session, &key, &api, ctx).await;
     }
+    // The first reconcile says at once that the object was seen (observedGeneration, Ready
+    // Unknown): kstatus reads an object without a Ready condition as Current.
+    if session.status.is_none() {
+        let status = session_status(session, None, None, None, Vec::new());
+        return Ok(match ctx.apply_status(session, &status).await? {
+            Some(wait) => Action::requeue(wait),
+            None => Action::await_change(),
+        });
+    }
     if !session.finalizers().iter().any(|f| f == super::FINALIZER) {
-        ctx.pace().await;
+        if let Some(wait) = ctx.defer_meta_write(&key.uid) {
+            return Ok(Action::requeue(wait));
+        }
         add_finalizer(&api, session).await?;
         // The patch's watch event brings the next reconcile.
         return Ok(Action::await_change());
