@@ -1,18 +1,35 @@
 //! Kubernetes Events with the condition reasons, so `kubectl describe` tells the story.
+//!
+//! Events are queued and written by one task, in order, within the process's write budget, so
+//! neither a reconcile nor a session worker ever waits for one.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Resource,
     runtime::events::{Event, EventType},
 };
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::Context;
 use crate::{
     api::{PSJob, PSSession},
-    reason::Reason,
     registry::{ObjectKey, Transition},
 };
+
+/// Which kind of object an event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Subject {
+    Session,
+    Job,
+}
+
+/// An event waiting to be written.
+pub(super) struct Queued {
+    pub subject: Subject,
+    pub key: ObjectKey,
+    pub transition: Transition,
+}
 
 fn reference<K: Resource<DynamicType = ()>>(key: &ObjectKey) -> ObjectReference {
     ObjectReference {
@@ -25,61 +42,33 @@ fn reference<K: Resource<DynamicType = ()>>(key: &ObjectKey) -> ObjectReference 
     }
 }
 
-async fn publish(
-    ctx: &Context,
-    reference: &ObjectReference,
-    reason: Reason,
-    warning: bool,
-    message: &str,
-    action: &str,
-) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.as_str().to_owned(),
-        note: Some(message.chars().take(1000).collect()),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    // An event that cannot be written is not worth failing anything for.
-    ctx.pace().await;
-    if let Err(error) = ctx.recorder.publish(&event, reference).await {
-        debug!(error = %error, "event not written");
+/// Writes queued events until every sender is gone.
+pub(super) async fn run(ctx: std::sync::Arc<Context>, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    while let Some(Queued {
+        subject,
+        key,
+        transition,
+    }) = queue.recv().await
+    {
+        let (reference, action) = match subject {
+            Subject::Session => (reference::<PSSession>(&key), "Session"),
+            Subject::Job => (reference::<PSJob>(&key), "Job"),
+        };
+        let event = Event {
+            type_: if transition.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: transition.reason.as_str().to_owned(),
+            note: Some(transition.message.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        ctx.pace().await;
+        // An event that cannot be written is not worth failing anything for.
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            debug!(error = %error, "event not written");
+        }
     }
-}
-
-pub(super) async fn publish_session(ctx: &Context, key: &ObjectKey, transition: &Transition) {
-    let reference = reference::<PSSession>(key);
-    publish(
-        ctx,
-        &reference,
-        transition.reason,
-        transition.warning,
-        &transition.message,
-        "Session",
-    )
-    .await;
-}
-
-pub(super) async fn publish_job(
-    ctx: &Context,
-    key: &ObjectKey,
-    reason: Reason,
-    warning: bool,
-    message: &str,
-) {
-    let reference = reference::<PSJob>(key);
-    publish(ctx, &reference, reason, warning, message, "Job").await;
-}
-
-pub(super) async fn publish_invalid<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    key: &ObjectKey,
-    message: &str,
-) {
-    let reference = reference::<K>(key);
-    publish(ctx, &reference, Reason::InvalidObject, true, message, "Read").await;
 }

@@ -192,6 +192,7 @@ pub struct Context {
     pub jobs: Store<DeserializeGuard<PSJob>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     recorder: Recorder,
+    events: mpsc::UnboundedSender<events::Queued>,
     gate: WriteGate,
     triggers: Triggers,
     telemetry: Arc<dyn Telemetry>,
@@ -205,6 +206,15 @@ impl Context {
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Queues an event; it is written in order, within the write budget.
+    fn emit(&self, subject: events::Subject, key: &ObjectKey, transition: Transition) {
+        let _ = self.events.send(events::Queued {
+            subject,
+            key: key.clone(),
+            transition,
+        });
     }
 
     /// Waits for the write budget before a write that is not coalesced.
@@ -273,7 +283,7 @@ impl Triggers {
 struct RegistryObserver {
     sessions: mpsc::UnboundedSender<ObjectRef<DeserializeGuard<PSSession>>>,
     jobs: mpsc::UnboundedSender<ObjectRef<DeserializeGuard<PSJob>>>,
-    events: mpsc::UnboundedSender<(ObjectKey, Transition)>,
+    events: mpsc::UnboundedSender<events::Queued>,
     job_store: Store<DeserializeGuard<PSJob>>,
     telemetry: Arc<dyn Telemetry>,
 }
@@ -286,7 +296,11 @@ impl Observer for RegistryObserver {
     }
 
     fn session_event(&self, session: &ObjectKey, transition: Transition) {
-        let _ = self.events.send((session.clone(), transition));
+        let _ = self.events.send(events::Queued {
+            subject: events::Subject::Session,
+            key: session.clone(),
+            transition,
+        });
     }
 
     fn job_changed(&self, job: &ObjectKey) {
@@ -373,12 +387,12 @@ pub async fn run(
 
     let (session_tx, session_rx) = mpsc::unbounded_channel();
     let (job_tx, job_rx) = mpsc::unbounded_channel();
-    let (event_tx, mut event_rx) = mpsc::unbounded_channel::<(ObjectKey, Transition)>();
+    let (event_tx, event_rx) = mpsc::unbounded_channel::<events::Queued>();
 
     let observer = RegistryObserver {
         sessions: session_tx.clone(),
         jobs: job_tx.clone(),
-        events: event_tx,
+        events: event_tx.clone(),
         job_store: job_store.clone(),
         telemetry: telemetry.clone(),
     };
@@ -393,6 +407,7 @@ pub async fn run(
         jobs: job_store.clone(),
         secrets: secret_store.clone(),
         recorder: Recorder::new(client.clone(), reporter),
+        events: event_tx,
         gate: WriteGate::new(config.writes),
         triggers: Triggers {
             sessions: session_tx,
@@ -403,13 +418,7 @@ pub async fn run(
         config,
     });
 
-    // Session events come from worker tasks: publish them in order, off the reconcilers.
-    let event_ctx = ctx.clone();
-    let events = tokio::spawn(async move {
-        while let Some((key, transition)) = event_rx.recv().await {
-            events::publish_session(&event_ctx, &key, &transition).await;
-        }
-    });
+    let events = tokio::spawn(events::run(ctx.clone(), event_rx));
 
     let watch_config = watcher::Config::default().any_semantic();
     let session_stream = watcher(sessions_api, watch_config.clone())

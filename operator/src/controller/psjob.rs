@@ -20,7 +20,7 @@ use crate::{
         conditions::{self, Conditions},
     },
     reason::Reason,
-    registry::{JobPhase, JobProgress, JobRequest, JobRun, ObjectKey, StreamKind},
+    registry::{JobPhase, JobProgress, JobRequest, JobRun, ObjectKey, StreamKind, Transition},
 };
 
 const CONTROLLER: &str = "psjob";
@@ -53,7 +53,12 @@ async fn reconcile_guarded(obj: &DeserializeGuard<PSJob>, ctx: &Context) -> Resu
         Ok(job) => reconcile_job(job, ctx).await,
         Err(invalid) => {
             let key = key_of(obj)?;
-            events::publish_invalid::<PSJob>(ctx, &key, &invalid_object_message(invalid)).await;
+            let transition = Transition {
+                reason: Reason::InvalidObject,
+                warning: true,
+                message: invalid_object_message(invalid),
+            };
+            ctx.emit(events::Subject::Job, &key, transition);
             Ok(Action::await_change())
         }
     }
@@ -282,7 +287,12 @@ async fn write(
         Some(wait) => Ok(Action::requeue(wait)),
         None => {
             if state_changed {
-                events::publish_job(ctx, key, event.reason, event.warning, &event.message).await;
+                let transition = Transition {
+                    reason: event.reason,
+                    warning: event.warning,
+                    message: event.message,
+                };
+                ctx.emit(events::Subject::Job, key, transition);
                 ctx.triggers.session(&key.namespace, &job.spec.session_ref.name);
             }
             Ok(requeue(RESYNC))

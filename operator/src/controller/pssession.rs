@@ -52,7 +52,12 @@ async fn reconcile_guarded(obj: &DeserializeGuard<PSSession>, ctx: &Context) -> 
         Err(invalid) => {
             let key = key_of(obj)?;
             let message = invalid_object_message(invalid);
-            events::publish_invalid::<PSSession>(ctx, &key, &message).await;
+            let transition = Transition {
+                reason: Reason::InvalidObject,
+                warning: true,
+                message: message.clone(),
+            };
+            ctx.emit(events::Subject::Session, &key, transition);
             let status = serde_json::json!({
                 "state": "Broken",
                 "availability": "None",
@@ -365,7 +370,7 @@ async fn cleanup(
             warning,
             message,
         };
-        events::publish_session(ctx, key, &transition).await;
+        ctx.emit(events::Subject::Session, key, transition);
         ctx.pace().await;
         remove_finalizer(api, session).await?;
     }
