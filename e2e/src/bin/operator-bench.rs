@@ -41,6 +41,9 @@ struct Cli {
     sessions: usize,
     #[arg(long, default_value_t = 10)]
     hosts: usize,
+    /// The operator's write budget (`--status-writes-per-second`; burst twice that).
+    #[arg(long, default_value_t = 50)]
+    write_rate: u32,
     /// Bound on each phase.
     #[arg(long, default_value = "600")]
     timeout_secs: u64,
@@ -76,7 +79,16 @@ async fn main() -> Result<()> {
     create_host_secrets(&Api::<Secret>::namespaced(client.clone(), NAMESPACE), &hosts, "b").await?;
     // Two replicas with leader election (the default 15 s lease): the first leads; at the end the
     // leader is killed and the standby's takeover is timed.
-    let election = ["--leader-election", "--lease-namespace", NAMESPACE];
+    let (rate, burst) = (cli.write_rate.to_string(), (cli.write_rate * 2).to_string());
+    let election = [
+        "--leader-election",
+        "--lease-namespace",
+        NAMESPACE,
+        "--status-writes-per-second",
+        &rate,
+        "--status-write-burst",
+        &burst,
+    ];
     let mut leader_flags = vec!["--metrics-addr", METRICS_ADDR];
     leader_flags.extend(election);
     let mut operator = OperatorProcess::start(&control_plane, NAMESPACE, &leader_flags).await?;
@@ -187,8 +199,8 @@ async fn main() -> Result<()> {
     );
     let writes: f64 = writes_after.values().sum::<f64>() - writes_before.values().sum::<f64>();
     println!(
-        "| measure ({} SSH sessions over {} hosts) | value |",
-        cli.sessions, cli.hosts
+        "| measure ({} SSH sessions over {} hosts, write budget {}/s) | value |",
+        cli.sessions, cli.hosts, cli.write_rate
     );
     println!("|---|---:|");
     println!(
