@@ -434,8 +434,12 @@ async fn failures_have_their_own_reasons() {
         condition(s, "Stalled") == Some(("True", "Broken"))
     })
     .await;
-    // The host comes back: the capped retries find it, with a new runspace.
+    // The host comes back: the capped retries after Broken find it.
     env.hosts.sshd_start(&down.name).await.expect("sshd start");
+    env.wait_session("down", Duration::from_secs(90), "open after Broken", |s| {
+        condition(s, "Ready") == Some(("True", "Opened"))
+    })
+    .await;
 
     // No password in the operator's log, in events or in any status.
     let log = env.operator.log_text();
