@@ -2,7 +2,8 @@
 # Python venv, the Go-built control plane binaries, all cached) and times each phase.
 # Sourced, not run: it defines functions and exports PSSO_VENV and PSSO_CONTROLPLANE_BIN.
 
-APT_PACKAGES=(openssh-server openssh-client socat nftables iproute2 procps)
+# musl-tools: the C side (ring) of the statically linked operator binary; binutils: readelf checks it.
+APT_PACKAGES=(openssh-server openssh-client socat nftables iproute2 procps musl-tools binutils)
 PHASES=()
 
 phase() {
