@@ -3,6 +3,7 @@
 //! `api` holds the CRD types; `crds` renders them as the manifests checked in under `crds/`.
 
 pub mod api;
+pub mod api_docs;
 pub mod controller;
 pub mod crds;
 pub mod credentials;

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions (YAML) the operator serves.
     Crds,
+    /// Print the API reference (Markdown) generated from the CRD schemas.
+    ApiDocs,
     /// Run the controllers (in-cluster config, or KUBECONFIG).
     Run(RunArgs),
 }
@@ -88,6 +90,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ApiDocs => {
+            print!("{}", pssession_operator::api_docs::to_markdown());
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
