@@ -51,6 +51,16 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the operator for `namespace` with `extra` flags; its log goes to a file in `dir`.
     pub async fn start(control_plane: &ControlPlane, namespace: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_as(control_plane, control_plane.kubeconfig_path(), namespace, extra).await
+    }
+
+    /// Like [`Self::start`], with the identity of another kubeconfig (a ServiceAccount's token).
+    pub async fn start_as(
+        control_plane: &ControlPlane,
+        kubeconfig: &Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut args = vec![
@@ -71,7 +81,7 @@ impl OperatorProcess {
             instance: format!("operator-{namespace}-{n}"),
             log,
             args,
-            kubeconfig: control_plane.kubeconfig_path().to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
             starts: 0,
         };
         process.spawn()?;
