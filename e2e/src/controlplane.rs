@@ -412,7 +412,10 @@ impl ControlPlane {
     /// `kubectl` with `KUBECONFIG` set to this control plane's admin kubeconfig.
     pub fn kubectl(&self) -> std::process::Command {
         let mut c = std::process::Command::new(&self.binaries.kubectl);
-        c.env("KUBECONFIG", &self.kubeconfig);
+        c.env("KUBECONFIG", &self.kubeconfig).arg(format!(
+            "--cache-dir={}",
+            namespace::kubectl_cache_dir(&self.kubeconfig).display()
+        ));
         c
     }
 

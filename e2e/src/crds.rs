@@ -1,6 +1,10 @@
 //! Installs the operator's CRDs (the checked-in `crds/` manifests, as a user applies them).
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::OnceCell;
@@ -13,9 +17,16 @@ pub const CRD_NAMES: [&str; 2] = ["pssessions.psremoting.dev", "psjobs.psremotin
 /// Applies `crds/` once per control plane and process, and waits until the API server serves them:
 /// Established, and published in the OpenAPI document that `kubectl explain` reads.
 pub async fn install_crds(control_plane: &ControlPlane) -> Result<()> {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_try_init(|| apply_and_wait(control_plane))
+    // One cell per control plane (by its URL): a test may start a control plane of its own
+    // beside the shared one.
+    static INSTALLED: Mutex<BTreeMap<String, Arc<OnceCell<()>>>> = Mutex::new(BTreeMap::new());
+    let cell = INSTALLED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(control_plane.server_url().to_owned())
+        .or_default()
+        .clone();
+    cell.get_or_try_init(|| apply_and_wait(control_plane))
         .await
         .map(|_| ())
 }

@@ -1,6 +1,7 @@
 //! The end-to-end harness: a real control plane ([`controlplane`]) and real target hosts
 //! ([`hosts`]) for the operator's tests.
 
+pub mod chart;
 pub mod controlplane;
 pub mod crds;
 pub mod hosts;

@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 
 use crate::{
     ControlPlane,
+    chart::{self, Watch},
     hosts::{Host, TargetHosts},
 };
 
@@ -49,36 +50,57 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Starts the operator for `namespace` with `extra` flags; its log goes to a file in `dir`.
+    /// Starts the operator for `namespace` with `extra` flags, as the Helm chart runs it: with a
+    /// token of the chart's ServiceAccount and only the chart's RBAC for that namespace (installed
+    /// there first; see [`crate::chart`]). Its log goes to a file in the control plane's dir.
     pub async fn start(control_plane: &ControlPlane, namespace: &str, extra: &[&str]) -> Result<Self> {
-        Self::start_as(control_plane, control_plane.kubeconfig_path(), namespace, extra).await
+        let kubeconfig =
+            chart::install_identity(control_plane, namespace, &Watch::Namespace(namespace.to_owned()))
+                .await?;
+        Self::start_as(control_plane, &kubeconfig, namespace, extra).await
     }
 
-    /// Like [`Self::start`], with the identity of another kubeconfig (a ServiceAccount's token).
+    /// Like [`Self::start`], with the identity of another kubeconfig.
     pub async fn start_as(
         control_plane: &ControlPlane,
         kubeconfig: &Path,
         namespace: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::launch(control_plane, kubeconfig, Some(namespace), extra)
+    }
+
+    /// The operator watching every namespace (no `--namespace`), with `kubeconfig`'s identity.
+    pub async fn start_cluster_wide(
+        control_plane: &ControlPlane,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::launch(control_plane, kubeconfig, None, extra)
+    }
+
+    fn launch(
+        control_plane: &ControlPlane,
+        kubeconfig: &Path,
+        namespace: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Self> {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut args = vec![
-            "run".to_owned(),
-            "--namespace".into(),
-            namespace.into(),
-            "--instance".into(),
-            format!("operator-{namespace}-{n}"),
-        ];
+        let instance = format!("operator-{}-{n}", namespace.unwrap_or("all"));
+        let mut args = vec!["run".to_owned(), "--instance".into(), instance.clone()];
+        if let Some(namespace) = namespace {
+            args.extend(["--namespace".into(), namespace.into()]);
+        }
         if !extra.contains(&"--metrics-addr") {
             // Tests run side by side: each operator on its own ephemeral port.
             args.extend(["--metrics-addr".into(), "127.0.0.1:0".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let log = control_plane.dir().join(format!("operator-{namespace}-{n}.log"));
+        let log = control_plane.dir().join(format!("{instance}.log"));
         let mut process = OperatorProcess {
             child: None,
-            instance: format!("operator-{namespace}-{n}"),
+            instance,
             log,
             args,
             kubeconfig: kubeconfig.to_owned(),

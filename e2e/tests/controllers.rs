@@ -1,6 +1,7 @@
 //! The operator end to end: its binary against the real control plane and namespace hosts with
 //! sshd and the PSRP peer. Each test has its own namespace, hosts and operator process (watching
-//! only that namespace). Every wait is bounded.
+//! only that namespace, with a token of the Helm chart's ServiceAccount and only the chart's RBAC).
+//! Every wait is bounded.
 
 use std::time::Duration;
 
@@ -23,6 +24,21 @@ struct Env {
     ns: TestNamespace,
     hosts: TargetHosts,
     operator: OperatorProcess,
+}
+
+/// The operator runs as the Helm chart's ServiceAccount (see `e2e::chart`): a scenario that
+/// passes while the API server refused it something would hide a missing RBAC rule.
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let log = self.operator.log_text();
+        assert!(
+            !log.to_ascii_lowercase().contains("forbidden"),
+            "the API server refused the operator something; a rule is missing from the chart:\n{log}"
+        );
+    }
 }
 
 impl Env {

@@ -13,6 +13,14 @@ if [[ -x "$OUT/helm" ]]; then
   echo "$OUT/helm"
   exit 0
 fi
+# Tests start operators side by side, and each may ask for helm: one builds, the others wait.
+mkdir -p "$(dirname "$OUT")"
+exec 9>"$OUT.lock"
+flock 9
+if [[ -x "$OUT/helm" ]]; then
+  echo "$OUT/helm"
+  exit 0
+fi
 command -v go >/dev/null || { echo "go is not installed" >&2; exit 1; }
 mkdir -p "$OUT"
 echo "building helm v$HELM_VERSION from helm.sh/helm/v3 (cached afterwards)" >&2

@@ -191,6 +191,16 @@ impl KubectlOutput {
     }
 }
 
+/// kubectl's discovery cache, beside the kubeconfig: one per control plane. The default
+/// (`~/.kube/cache`) is keyed by host and port, and a later control plane on a reused port would
+/// read the API groups of an earlier one (say, one without the CRDs) for hours.
+pub(crate) fn kubectl_cache_dir(kubeconfig: &std::path::Path) -> std::path::PathBuf {
+    kubeconfig
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("kubectl-cache")
+}
+
 /// Runs kubectl without blocking the runtime (tokio's process support).
 pub(crate) async fn run_kubectl(
     kubectl: &std::path::Path,
@@ -199,7 +209,8 @@ pub(crate) async fn run_kubectl(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<KubectlOutput> {
-    let mut all: Vec<String> = Vec::with_capacity(args.len() + 1);
+    let mut all: Vec<String> = Vec::with_capacity(args.len() + 2);
+    all.push(format!("--cache-dir={}", kubectl_cache_dir(kubeconfig).display()));
     if let Some(ns) = namespace {
         all.push(format!("--namespace={ns}"));
     }
