@@ -525,6 +525,49 @@ async fn idle_rule_closes_and_a_new_job_reopens_with_new_state() {
 }
 
 #[tokio::test]
+async fn deleting_a_running_job_stops_its_pipeline_and_the_operator_forgets_it() {
+    let env = Env::new("ctl-deljob", 1).await;
+    env.session("s", "PublicKey", "").await;
+    env.ready("s").await;
+    env.job(
+        "endless",
+        "s",
+        "Write-Output 'going'\nStart-Sleep -Seconds 120",
+        "",
+    )
+    .await;
+    let running = env
+        .wait_job("endless", STEP, "running", |j| {
+            state(j) == Some(JobState::Running)
+        })
+        .await;
+    let uid = running.metadata.uid.expect("uid");
+    env.ns
+        .api::<PSJob>()
+        .delete("endless", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // The session runs one pipeline at a time: the next job completing soon shows the deleted
+    // job's pipeline was stopped, not left to sleep out its 120 s.
+    env.job("next", "s", "Write-Output 'after'", "").await;
+    let next = env.done("next").await;
+    assert_eq!(output(&next), "after\n");
+    // What the operator kept for the deleted job is dropped by its sweep.
+    eventually("the deleted job is forgotten", Duration::from_secs(40), || {
+        let log = env.operator.log_text();
+        let uid = uid.clone();
+        async move {
+            Ok(log
+                .lines()
+                .any(|l| l.contains("forgetting a deleted job") && l.contains(&uid))
+                .then_some(()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", env.operator.log_text()));
+}
+
+#[tokio::test]
 async fn deleting_a_session_stops_its_job_closes_it_and_removes_its_jobs() {
     let env = Env::new("ctl-del", 1).await;
     env.session("doomed", "PublicKey", "").await;

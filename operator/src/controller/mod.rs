@@ -30,7 +30,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     api::{PSJob, PSSession},
@@ -43,6 +43,8 @@ pub use status::WriteLimits;
 pub const FIELD_MANAGER: &str = "pssession-operator";
 /// Removed last, after the remote session is closed.
 pub const FINALIZER: &str = "psremoting.dev/close-session";
+/// How often what is kept for deleted jobs is dropped ([`Context::forget_deleted_jobs`]).
+const DELETED_JOB_SWEEP: Duration = Duration::from_secs(10);
 
 /// Operator settings that the controllers read.
 #[derive(Clone, Debug)]
@@ -206,6 +208,44 @@ impl Context {
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Drops what this process keeps for a job (its run, its write intervals, the version of its
+    /// output last written) once its report is final, or once the job is gone.
+    fn forget_job(&self, uid: &str) {
+        self.registry.forget_job(uid);
+        self.written_output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+        self.gate.forget(uid);
+        self.gate.forget(&psjob::output_gate_key(uid));
+    }
+
+    /// Jobs deleted while they ran (or before their final status was written) are never
+    /// reconciled again: without a sweep their runs and bookkeeping would stay for the life of
+    /// the process.
+    fn forget_deleted_jobs(&self) {
+        let live: std::collections::HashSet<String> =
+            self.jobs.state().iter().filter_map(|j| j.uid()).collect();
+        let mut gone: Vec<String> = self
+            .registry
+            .finished_jobs()
+            .into_iter()
+            .filter(|uid| !live.contains(uid))
+            .collect();
+        gone.extend(
+            self.written_output
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .filter(|uid| !live.contains(*uid) && self.registry.job(uid).is_none())
+                .cloned(),
+        );
+        for uid in gone {
+            debug!(job_uid = %uid, "forgetting a deleted job");
+            self.forget_job(&uid);
+        }
     }
 
     /// Queues an event; it is written in order, within the write budget.
@@ -468,7 +508,12 @@ pub async fn run(
         ready_stores.await;
         info!("watch caches are filled: ready");
         ready(true);
-        futures::future::pending::<()>().await
+        let mut sweep = tokio::time::interval(DELETED_JOB_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            sweep.tick().await;
+            ctx.forget_deleted_jobs();
+        }
     };
     tokio::select! {
         _ = futures::future::join(session_controller, job_controller) => {}

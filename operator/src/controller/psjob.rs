@@ -374,7 +374,7 @@ fn progress_status(
 }
 
 /// The output ConfigMap's own write interval, separate from the job's status.
-fn output_gate_key(job_uid: &str) -> String {
+pub(super) fn output_gate_key(job_uid: &str) -> String {
     format!("{job_uid}/output")
 }
 
@@ -551,13 +551,7 @@ async fn finished(job: &PSJob, key: &ObjectKey, status: &PSJobStatus, ctx: &Cont
             {
                 return running(job, key, &run, ctx).await;
             }
-            ctx.registry.forget_job(&key.uid);
-            ctx.written_output
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key.uid);
-            ctx.gate.forget(&key.uid);
-            ctx.gate.forget(&output_gate_key(&key.uid));
+            ctx.forget_job(&key.uid);
         }
     }
     let Some(ttl) = job.spec.ttl_seconds_after_finished else {

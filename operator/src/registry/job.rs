@@ -168,6 +168,10 @@ impl JobRun {
         (progress, self.version.load(Ordering::Acquire))
     }
 
+    pub fn is_final(&self) -> bool {
+        self.lock().is_final()
+    }
+
     /// Stops the pipeline (`Stop-Job`); the job ends Stopped.
     pub fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::Release);

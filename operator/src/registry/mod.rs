@@ -189,6 +189,15 @@ impl Registry {
         lock(&self.jobs).get(job_uid).cloned()
     }
 
+    /// The uids of the runs that have ended (their pipelines are done; only the report remains).
+    pub fn finished_jobs(&self) -> Vec<String> {
+        lock(&self.jobs)
+            .iter()
+            .filter(|(_, run)| run.is_final())
+            .map(|(uid, _)| uid.clone())
+            .collect()
+    }
+
     /// Drops a finished job's run once its final status is written.
     pub fn forget_job(&self, job_uid: &str) {
         lock(&self.jobs).remove(job_uid);
