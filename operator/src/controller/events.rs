@@ -42,33 +42,51 @@ fn reference<K: Resource<DynamicType = ()>>(key: &ObjectKey) -> ObjectReference 
     }
 }
 
-/// Writes queued events until every sender is gone.
-pub(super) async fn run(ctx: std::sync::Arc<Context>, mut queue: mpsc::UnboundedReceiver<Queued>) {
-    while let Some(Queued {
+/// Writes queued events until `drain` fires, then writes what is still queued (the Closing and
+/// Closed events of a graceful stop among them) and returns. The caller bounds that last part.
+pub(super) async fn run(
+    ctx: std::sync::Arc<Context>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    drain: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            queued = queue.recv() => match queued {
+                Some(queued) => write(&ctx, queued).await,
+                None => return,
+            },
+            _ = drain.cancelled() => break,
+        }
+    }
+    while let Ok(queued) = queue.try_recv() {
+        write(&ctx, queued).await;
+    }
+}
+
+async fn write(ctx: &Context, queued: Queued) {
+    let Queued {
         subject,
         key,
         transition,
-    }) = queue.recv().await
-    {
-        let (reference, action) = match subject {
-            Subject::Session => (reference::<PSSession>(&key), "Session"),
-            Subject::Job => (reference::<PSJob>(&key), "Job"),
-        };
-        let event = Event {
-            type_: if transition.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: transition.reason.as_str().to_owned(),
-            note: Some(transition.message.chars().take(1000).collect()),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        ctx.pace().await;
-        // An event that cannot be written is not worth failing anything for.
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            debug!(error = %error, "event not written");
-        }
+    } = queued;
+    let (reference, action) = match subject {
+        Subject::Session => (reference::<PSSession>(&key), "Session"),
+        Subject::Job => (reference::<PSJob>(&key), "Job"),
+    };
+    let event = Event {
+        type_: if transition.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: transition.reason.as_str().to_owned(),
+        note: Some(transition.message.chars().take(1000).collect()),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    ctx.pace().await;
+    // An event that cannot be written is not worth failing anything for.
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        debug!(error = %error, "event not written");
     }
 }

@@ -43,6 +43,8 @@ pub use status::WriteLimits;
 pub const FIELD_MANAGER: &str = "pssession-operator";
 /// Removed last, after the remote session is closed.
 pub const FINALIZER: &str = "psremoting.dev/close-session";
+/// How long a graceful stop waits for queued events to be written.
+const EVENT_DRAIN: Duration = Duration::from_secs(5);
 /// How often what is kept for deleted jobs is dropped ([`Context::forget_deleted_jobs`]).
 const DELETED_JOB_SWEEP: Duration = Duration::from_secs(10);
 
@@ -458,7 +460,8 @@ pub async fn run(
         config,
     });
 
-    let events = tokio::spawn(events::run(ctx.clone(), event_rx));
+    let drain_events = tokio_util::sync::CancellationToken::new();
+    let events = tokio::spawn(events::run(ctx.clone(), event_rx, drain_events.clone()));
 
     let watch_config = watcher::Config::default().any_semantic();
     let session_stream = watcher(sessions_api, watch_config.clone())
@@ -522,7 +525,14 @@ pub async fn run(
     ready(false);
     info!("stopping: closing sessions");
     ctx.registry.shutdown(ctx.config.close_timeout).await;
-    events.abort();
+    // The events of the stop itself (Closing, Closed) are what `kubectl describe` shows next:
+    // write what is queued, within a bound, so a stuck API server cannot hold the exit.
+    drain_events.cancel();
+    let mut events = events;
+    if tokio::time::timeout(EVENT_DRAIN, &mut events).await.is_err() {
+        warn!(within = ?EVENT_DRAIN, "events still queued at exit were dropped");
+        events.abort();
+    }
 }
 
 fn sessions_using_secret(
