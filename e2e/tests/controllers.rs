@@ -77,6 +77,41 @@ impl Env {
         self.apply(&job_yaml(name, session, script, extra)).await;
     }
 
+    /// Waits until the object `name` passes `check`; on timeout, panics with its status and the
+    /// operator's log.
+    async fn wait_for<K>(&self, name: &str, within: Duration, what: &str, check: impl Fn(&K) -> bool) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let api = self.ns.api::<K>();
+        let found = eventually(what, within, || {
+            let api = api.clone();
+            let check = &check;
+            async move { Ok(api.get_opt(name).await?.filter(|o| check(o))) }
+        })
+        .await;
+        match found {
+            Ok(object) => object,
+            Err(error) => {
+                let now = api
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|o| serde_json::to_value(o).ok())
+                    .map(|o| o["status"].clone());
+                panic!(
+                    "{error:#}\n{name} now: {now:#?}\noperator log:\n{}",
+                    tail(&self.operator.log_text())
+                )
+            }
+        }
+    }
+
     async fn wait_session(
         &self,
         name: &str,
@@ -84,24 +119,7 @@ impl Env {
         what: &str,
         check: impl Fn(&PSSession) -> bool,
     ) -> PSSession {
-        let api = self.ns.api::<PSSession>();
-        let found = eventually(what, within, || {
-            let api = api.clone();
-            let check = &check;
-            async move { Ok(api.get_opt(name).await?.filter(|s| check(s))) }
-        })
-        .await;
-        match found {
-            Ok(session) => session,
-            Err(error) => {
-                let now = api.get_opt(name).await.ok().flatten();
-                panic!(
-                    "{error:#}\nsession now: {:#?}\noperator log:\n{}",
-                    now.and_then(|s| s.status),
-                    tail(&self.operator.log_text())
-                )
-            }
-        }
+        self.wait_for(name, within, what, check).await
     }
 
     async fn wait_job(
@@ -111,24 +129,7 @@ impl Env {
         what: &str,
         check: impl Fn(&PSJob) -> bool,
     ) -> PSJob {
-        let api = self.ns.api::<PSJob>();
-        let found = eventually(what, within, || {
-            let api = api.clone();
-            let check = &check;
-            async move { Ok(api.get_opt(name).await?.filter(|j| check(j))) }
-        })
-        .await;
-        match found {
-            Ok(job) => job,
-            Err(error) => {
-                let now = api.get_opt(name).await.ok().flatten();
-                panic!(
-                    "{error:#}\njob now: {:#?}\noperator log:\n{}",
-                    now.and_then(|j| j.status),
-                    tail(&self.operator.log_text())
-                )
-            }
-        }
+        self.wait_for(name, within, what, check).await
     }
 
     async fn ready(&self, name: &str) -> PSSession {

@@ -107,37 +107,13 @@ async fn main() -> Result<()> {
         let host = hosts.host(i % cli.hosts);
         manifests.push(ssh_session_yaml(&format!("s{i:04}"), host, "b", "PublicKey", ""));
     }
-    let mut applied_at: HashMap<String, Instant> = HashMap::new();
-    for (chunk_index, chunk) in manifests.chunks(50).enumerate() {
-        control_plane
-            .kubectl_in_with_stdin(NAMESPACE, &["apply", "-f", "-"], &chunk.join("---\n"))
-            .await?
-            .ok()?;
-        let now = Instant::now();
-        for i in 0..chunk.len() {
-            applied_at.insert(format!("s{:04}", chunk_index * 50 + i), now);
-        }
-    }
+    let applied_at = apply_in_batches(&control_plane, &manifests, "s").await?;
     let applied = started.elapsed();
     let sessions: Api<PSSession> = Api::namespaced(client.clone(), NAMESPACE);
-    let mut opened_at: HashMap<String, Instant> = HashMap::new();
-    while opened_at.len() < cli.sessions {
-        if started.elapsed() > bound {
-            bail!(
-                "only {} of {} sessions Opened within {bound:?}",
-                opened_at.len(),
-                cli.sessions
-            );
-        }
-        for s in sessions.list(&Default::default()).await?.items {
-            let name = s.metadata.name.clone().unwrap_or_default();
-            let open = s.status.as_ref().and_then(|st| st.state) == Some(RunspaceState::Opened);
-            if open {
-                opened_at.entry(name).or_insert_with(Instant::now);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let opened_at = wait_for_all(&sessions, cli.sessions, started, bound, "sessions Opened", |s| {
+        s.status.as_ref().and_then(|st| st.state) == Some(RunspaceState::Opened)
+    })
+    .await?;
     let all_ready = started.elapsed();
     let rss_open = rss_kib(pid)?;
     let mut to_opened: Vec<f64> = opened_at
@@ -151,36 +127,12 @@ async fn main() -> Result<()> {
     let job_manifests: Vec<String> = (0..cli.sessions)
         .map(|i| job_yaml(&format!("j{i:04}"), &format!("s{i:04}"), "Write-Output 1", ""))
         .collect();
-    let mut created_at: HashMap<String, Instant> = HashMap::new();
-    for (chunk_index, chunk) in job_manifests.chunks(50).enumerate() {
-        control_plane
-            .kubectl_in_with_stdin(NAMESPACE, &["apply", "-f", "-"], &chunk.join("---\n"))
-            .await?
-            .ok()?;
-        let now = Instant::now();
-        for i in 0..chunk.len() {
-            created_at.insert(format!("j{:04}", chunk_index * 50 + i), now);
-        }
-    }
+    let created_at = apply_in_batches(&control_plane, &job_manifests, "j").await?;
     let jobs_started = Instant::now();
-    let mut done_at: HashMap<String, Instant> = HashMap::new();
-    while done_at.len() < cli.sessions {
-        if jobs_started.elapsed() > bound {
-            bail!(
-                "only {} of {} jobs finished within {bound:?}",
-                done_at.len(),
-                cli.sessions
-            );
-        }
-        for j in jobs.list(&Default::default()).await?.items {
-            if j.status.as_ref().and_then(|s| s.state) == Some(JobState::Completed) {
-                done_at
-                    .entry(j.metadata.name.clone().unwrap_or_default())
-                    .or_insert_with(Instant::now);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let done_at = wait_for_all(&jobs, cli.sessions, jobs_started, bound, "jobs Completed", |j| {
+        j.status.as_ref().and_then(|s| s.state) == Some(JobState::Completed)
+    })
+    .await?;
     let jobs_all = jobs_started.elapsed();
     let mut job_latency: Vec<f64> = done_at
         .iter()
@@ -315,6 +267,57 @@ async fn main() -> Result<()> {
     drop(hosts);
     control_plane.stop();
     Ok(())
+}
+
+/// Applies `manifests` with kubectl in batches of 50, as a GitOps tool would; returns when each
+/// was applied, by name (`prefix` + its index, as the manifests are named).
+async fn apply_in_batches(
+    control_plane: &ControlPlane,
+    manifests: &[String],
+    prefix: &str,
+) -> Result<HashMap<String, Instant>> {
+    let mut applied_at = HashMap::new();
+    for (chunk_index, chunk) in manifests.chunks(50).enumerate() {
+        control_plane
+            .kubectl_in_with_stdin(NAMESPACE, &["apply", "-f", "-"], &chunk.join("---\n"))
+            .await?
+            .ok()?;
+        let now = Instant::now();
+        for i in 0..chunk.len() {
+            applied_at.insert(format!("{prefix}{:04}", chunk_index * 50 + i), now);
+        }
+    }
+    Ok(applied_at)
+}
+
+/// Lists `api` every 250 ms until `count` objects passed `done`; returns when each was first
+/// seen done, by name. Fails once `bound` has passed since `since`.
+async fn wait_for_all<K>(
+    api: &Api<K>,
+    count: usize,
+    since: Instant,
+    bound: Duration,
+    what: &str,
+    done: impl Fn(&K) -> bool,
+) -> Result<HashMap<String, Instant>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut done_at: HashMap<String, Instant> = HashMap::new();
+    while done_at.len() < count {
+        if since.elapsed() > bound {
+            bail!("only {} of {count} {what} within {bound:?}", done_at.len());
+        }
+        for object in api.list(&Default::default()).await?.items {
+            if done(&object) {
+                done_at
+                    .entry(object.meta().name.clone().unwrap_or_default())
+                    .or_insert_with(Instant::now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(done_at)
 }
 
 async fn wait_for_holder(leases: &Api<Lease>, identity: &str, bound: Duration) -> Result<()> {

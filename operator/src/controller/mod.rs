@@ -558,6 +558,26 @@ fn sessions_using_secret(
         .collect()
 }
 
+/// Runs one reconcile in a span named after its object, and times it.
+async fn instrumented<K: Resource>(
+    controller: &'static str,
+    obj: &K,
+    ctx: &Context,
+    reconcile: impl std::future::Future<Output = Result<Action>>,
+) -> Result<Action> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "reconcile",
+        controller,
+        namespace = %obj.namespace().unwrap_or_default(),
+        name = %obj.name_any(),
+    );
+    let started = std::time::Instant::now();
+    let result = reconcile.instrument(span).await;
+    ctx.telemetry.reconciled(controller, started.elapsed());
+    result
+}
+
 /// Adds the finalizer with a JSON patch that fails if someone changed the list meanwhile.
 async fn add_finalizer<K>(api: &Api<K>, obj: &K) -> Result<()>
 where

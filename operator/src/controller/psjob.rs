@@ -9,7 +9,7 @@ use kube::{
     core::DeserializeGuard,
     runtime::{controller::Action, reflector::ObjectRef},
 };
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use super::{
     Context, Error, FIELD_MANAGER, Result, events, invalid_object_message, key_of, on_error, requeue,
@@ -27,13 +27,7 @@ const CONTROLLER: &str = "psjob";
 const RESYNC: Duration = Duration::from_secs(300);
 
 pub(super) async fn reconcile(obj: Arc<DeserializeGuard<PSJob>>, ctx: Arc<Context>) -> Result<Action> {
-    let name = obj.name_any();
-    let namespace = obj.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = CONTROLLER, namespace = %namespace, name = %name);
-    let started = std::time::Instant::now();
-    let result = reconcile_guarded(&obj, &ctx).instrument(span).await;
-    ctx.telemetry.reconciled(CONTROLLER, started.elapsed());
-    result
+    super::instrumented(CONTROLLER, obj.as_ref(), &ctx, reconcile_guarded(&obj, &ctx)).await
 }
 
 pub(super) fn error_policy(obj: Arc<DeserializeGuard<PSJob>>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -87,7 +81,7 @@ async fn reconcile_job(job: &PSJob, ctx: &Context) -> Result<Action> {
         return running(job, &key, &run, ctx).await;
     }
     if status.state == Some(JobState::Running) {
-        return session_lost(job, &key, status, ctx).await;
+        return session_lost(job, &key, ctx).await;
     }
     queued(job, &key, ctx).await
 }
@@ -475,35 +469,15 @@ async fn running(job: &PSJob, key: &ObjectKey, run: &JobRun, ctx: &Context) -> R
     })
 }
 
-async fn session_lost(job: &PSJob, key: &ObjectKey, previous: PSJobStatus, ctx: &Context) -> Result<Action> {
-    let message =
-        "the operator restarted (or another replica took over) while the script ran; an SSH session \
-                   cannot be reconnected, so the script's end is unknown; output written until then is kept"
-            .to_owned();
-    let now = jiff::Timestamp::now();
-    let status = PSJobStatus {
-        state: Some(JobState::Failed),
-        completion_time: Some(conditions::time(now)),
-        duration: previous.start_time.as_ref().map(|s| duration_text(s.0, now)),
-        had_errors: Some(true),
-        conditions: job_conditions(
-            &previous,
-            job.metadata.generation,
-            JobState::Failed,
-            Reason::SessionLost,
-            &message,
-        ),
-        observed_generation: job.metadata.generation,
-        ..previous.clone()
-    };
-    let event = JobEvent {
-        reason: Reason::SessionLost,
-        warning: true,
-        message,
-    };
-    write(job, key, &previous, status, event, ctx).await
+async fn session_lost(job: &PSJob, key: &ObjectKey, ctx: &Context) -> Result<Action> {
+    let message = "the operator restarted (or another replica took over) while the script ran; an SSH \
+                   session cannot be reconnected, so the script's end is unknown; output written until \
+                   then is kept";
+    write_final_without_run(job, key, Reason::SessionLost, message.to_owned(), ctx).await
 }
 
+/// Fails a job this process has no run for: one that could not start, or whose run was lost.
+/// What an earlier run wrote (start time, output) is kept.
 async fn write_final_without_run(
     job: &PSJob,
     key: &ObjectKey,
@@ -512,9 +486,12 @@ async fn write_final_without_run(
     ctx: &Context,
 ) -> Result<Action> {
     let previous = job.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
     let status = PSJobStatus {
         state: Some(JobState::Failed),
-        completion_time: Some(conditions::now()),
+        queue_position: None,
+        completion_time: Some(conditions::time(now)),
+        duration: previous.start_time.as_ref().map(|s| duration_text(s.0, now)),
         had_errors: Some(true),
         conditions: job_conditions(
             &previous,
@@ -524,7 +501,7 @@ async fn write_final_without_run(
             &message,
         ),
         observed_generation: job.metadata.generation,
-        ..PSJobStatus::default()
+        ..previous.clone()
     };
     let event = JobEvent {
         reason,

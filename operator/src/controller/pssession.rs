@@ -8,7 +8,7 @@ use kube::{
     core::DeserializeGuard,
     runtime::{controller::Action, reflector::ObjectRef},
 };
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use super::{
     Context, Error, Result, add_finalizer, events, invalid_object_message, key_of, on_error,
@@ -29,13 +29,7 @@ const CONTROLLER: &str = "pssession";
 const RESYNC: Duration = Duration::from_secs(300);
 
 pub(super) async fn reconcile(obj: Arc<DeserializeGuard<PSSession>>, ctx: Arc<Context>) -> Result<Action> {
-    let name = obj.name_any();
-    let namespace = obj.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = CONTROLLER, namespace = %namespace, name = %name);
-    let started = std::time::Instant::now();
-    let result = reconcile_guarded(&obj, &ctx).instrument(span).await;
-    ctx.telemetry.reconciled(CONTROLLER, started.elapsed());
-    result
+    super::instrumented(CONTROLLER, obj.as_ref(), &ctx, reconcile_guarded(&obj, &ctx)).await
 }
 
 pub(super) fn error_policy(
