@@ -257,6 +257,53 @@ impl RunspacePool {
         Ok(())
     }
 
+    /// The transport disconnected the shell (WS-Management Disconnect): the server keeps the pool
+    /// and goes on running its pipelines, buffering their output. The pool and its running
+    /// pipelines are Disconnected until [`Self::reconnected`], or until a new client connects
+    /// ([`Self::connect`] on a pool made with the same id).
+    pub fn disconnected(&mut self) -> Result<(), PoolError> {
+        self.require(RunspacePoolState::Opened, "a disconnect")?;
+        self.set_pool_state(RunspacePoolState::Disconnected, None)?;
+        for pipeline in self.pipelines_in(PipelineState::Running) {
+            self.set_pipeline_state(pipeline, PipelineState::Disconnected, None)?;
+        }
+        Ok(())
+    }
+
+    /// The same client took the shell back (WS-Management Reconnect): the pool is Opened again and
+    /// its disconnected pipelines run on; their buffered output arrives with the next receives.
+    pub fn reconnected(&mut self) -> Result<(), PoolError> {
+        self.require(RunspacePoolState::Disconnected, "a reconnect")?;
+        self.set_pool_state(RunspacePoolState::Opened, None)?;
+        for pipeline in self.pipelines_in(PipelineState::Disconnected) {
+            self.set_pipeline_state(pipeline, PipelineState::Running, None)?;
+        }
+        Ok(())
+    }
+
+    /// Takes on a pipeline that an earlier client started in this pool and left running when it
+    /// disconnected or vanished (Receive-PSSession): after [`Self::connect`], its records and
+    /// state are this client's to receive. Its id is the WS-Management CommandId.
+    pub fn adopt_pipeline(&mut self, pipeline: Uuid) -> Result<(), PoolError> {
+        if self.state != RunspacePoolState::Connecting {
+            self.require(RunspacePoolState::Opened, "adopting a pipeline")?;
+        }
+        self.pipelines.entry(pipeline).or_insert(PipelineState::Running);
+        Ok(())
+    }
+
+    fn pipelines_in(&self, state: PipelineState) -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = self
+            .pipelines
+            .iter()
+            .filter(|(_, s)| **s == state)
+            .map(|(id, _)| *id)
+            .collect();
+        // Events in a stable order, whatever the map's.
+        ids.sort_unstable();
+        ids
+    }
+
     /// Marks the pool as closing; the transport closes it its own way (OutOfProc `<Close>`, a WSMan
     /// Delete) and the server answers with state Closed, or the transport says it is gone.
     pub fn begin_close(&mut self) {
@@ -702,6 +749,141 @@ mod tests {
         assert_eq!(pool.state(), RunspacePoolState::Opened);
         events(&mut pool);
         pool
+    }
+
+    /// Feeds the pool one server message about `pipeline`.
+    fn feed_pipeline(
+        pool: &mut RunspacePool,
+        pipeline: Uuid,
+        message_type: MessageType,
+        body: PsValue,
+    ) -> Result<(), PoolError> {
+        let message = Message::new(
+            Destination::Client,
+            message_type,
+            pool.id(),
+            Some(pipeline),
+            clixml::to_clixml(&body).into_bytes(),
+        );
+        let mut data = Vec::new();
+        Fragmenter::new().fragment_into(&message.encode(), &mut data);
+        pool.receive(&data)
+    }
+
+    fn script(text: &str) -> CreatePipeline {
+        CreatePipeline {
+            commands: vec![crate::messages::Command::script(text)],
+            no_input: true,
+        }
+    }
+
+    fn pipeline_states(events: &[Event]) -> Vec<(Uuid, PipelineState)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PipelineState { pipeline, state, .. } => Some((*pipeline, *state)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn disconnect_and_reconnect_carry_the_running_pipeline() {
+        let mut pool = opened_pool();
+        let pipeline = pool.create_pipeline(&script("1..3")).unwrap();
+        sent(&mut pool);
+        feed_pipeline(&mut pool, pipeline, MessageType::PipelineOutput, PsValue::I32(1)).unwrap();
+        assert_eq!(pool.pipeline_state(pipeline), Some(PipelineState::Running));
+        events(&mut pool);
+
+        pool.disconnected().unwrap();
+        assert_eq!(pool.state(), RunspacePoolState::Disconnected);
+        let seen = events(&mut pool);
+        assert_eq!(pipeline_states(&seen), [(pipeline, PipelineState::Disconnected)]);
+        assert!(
+            pool.create_pipeline(&script("1")).is_err(),
+            "a disconnected pool runs nothing new"
+        );
+        assert!(pool.disconnected().is_err(), "disconnected twice");
+
+        pool.reconnected().unwrap();
+        assert_eq!(pool.state(), RunspacePoolState::Opened);
+        assert_eq!(
+            pipeline_states(&events(&mut pool)),
+            [(pipeline, PipelineState::Running)]
+        );
+        // What the server buffered meanwhile arrives as usual.
+        feed_pipeline(&mut pool, pipeline, MessageType::PipelineOutput, PsValue::I32(2)).unwrap();
+        assert!(matches!(
+            events(&mut pool).as_slice(),
+            [Event::Record {
+                value: PsValue::I32(2),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_new_client_connects_and_adopts_the_pipeline_left_running() {
+        let server_pool = Uuid::new_v4();
+        let left_running = Uuid::new_v4();
+        let mut pool = RunspacePool::with_id(server_pool, PoolOptions::default());
+        assert!(
+            pool.adopt_pipeline(left_running).is_err(),
+            "nothing to adopt before connecting"
+        );
+        pool.connect().unwrap();
+        let connect: Vec<MessageType> = sent(&mut pool).iter().map(|m| m.message_type).collect();
+        assert_eq!(
+            connect,
+            [MessageType::SessionCapability, MessageType::ConnectRunspacePool]
+        );
+        pool.adopt_pipeline(left_running).unwrap();
+        assert!(
+            feed_pipeline(
+                &mut pool,
+                Uuid::new_v4(),
+                MessageType::PipelineOutput,
+                PsValue::I32(0)
+            )
+            .is_err(),
+            "a pipeline nobody adopted stays unknown"
+        );
+        feed(
+            &mut pool,
+            MessageType::SessionCapability,
+            SessionCapability::client().to_value(),
+        )
+        .unwrap();
+        feed(
+            &mut pool,
+            MessageType::ApplicationPrivateData,
+            PsObject::custom([("ApplicationPrivateData", PsValue::Nil)]).into(),
+        )
+        .unwrap();
+        assert_eq!(pool.state(), RunspacePoolState::Opened);
+        feed_pipeline(
+            &mut pool,
+            left_running,
+            MessageType::PipelineOutput,
+            PsValue::I32(7),
+        )
+        .unwrap();
+        let completed = PsObject::custom([("PipelineState", PsValue::I32(4))]);
+        feed_pipeline(
+            &mut pool,
+            left_running,
+            MessageType::PipelineState,
+            completed.into(),
+        )
+        .unwrap();
+        let seen = events(&mut pool);
+        assert!(seen.iter().any(|e| matches!(
+            e,
+            Event::Record { pipeline, value: PsValue::I32(7), .. } if *pipeline == left_running
+        )));
+        assert_eq!(pipeline_states(&seen), [(left_running, PipelineState::Completed)]);
+        assert_eq!(pool.running_pipelines(), 0);
     }
 
     /// The public key blob of the one PUBLIC_KEY message queued.
