@@ -1,0 +1,662 @@
+//! The SOAP 1.2 envelope of a request, with the WS-Addressing and WS-Management headers Windows
+//! expects (MS-WSMV 3.1.4.1), and the reading of a response envelope's headers and body.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::duration;
+use super::fault::Fault;
+use super::namespaces::{ADDRESSING, ANONYMOUS, SOAP, WSMAN, WSMV, action};
+use super::xml::{self, Element, XmlError, XmlWriter};
+
+/// Why a response could not be used: it is not a WS-Management envelope of the expected kind, or
+/// it is a fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WsmanError {
+    #[error(transparent)]
+    Xml(#[from] XmlError),
+    #[error("not a SOAP 1.2 envelope (root element {0})")]
+    NotEnvelope(String),
+    #[error("the envelope has no {0}")]
+    Missing(&'static str),
+    #[error("expected the action {expected}, the server answered {got}")]
+    UnexpectedAction { expected: &'static str, got: String },
+    #[error("invalid {what}: {value:?}")]
+    Invalid { what: &'static str, value: String },
+    /// The server answered with a fault (boxed: faults carry the remote text).
+    #[error(transparent)]
+    Fault(Box<Fault>),
+}
+
+impl From<Fault> for WsmanError {
+    fn from(fault: Fault) -> Self {
+        WsmanError::Fault(Box::new(fault))
+    }
+}
+
+impl WsmanError {
+    pub(crate) fn invalid(what: &'static str, value: impl Into<String>) -> Self {
+        WsmanError::Invalid {
+            what,
+            value: value.into(),
+        }
+    }
+
+    /// The fault, when the server answered with one.
+    pub fn fault(&self) -> Option<&Fault> {
+        match self {
+            WsmanError::Fault(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// A `wsman:Selector` of the `wsman:SelectorSet` (the shell's `ShellId`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub name: String,
+    pub value: String,
+}
+
+/// A `wsman:Option` of the `wsman:OptionSet` (MS-WSMV 3.1.4.1.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsOption {
+    pub name: String,
+    pub value: String,
+    /// `MustComply`, written when set (`protocolversion` and `WINRS_NOPROFILE` carry it).
+    pub must_comply: Option<bool>,
+}
+
+impl WsOption {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        WsOption {
+            name: name.into(),
+            value: value.into(),
+            must_comply: None,
+        }
+    }
+
+    pub fn must_comply(name: impl Into<String>, value: impl Into<String>) -> Self {
+        WsOption {
+            must_comply: Some(true),
+            ..WsOption::new(name, value)
+        }
+    }
+}
+
+/// Robust connection support (MS-WSMV 3.1.4.1.39): the operation id a client puts on a request
+/// so that the server caches the responses of the operation, and the client can fetch them again
+/// after a network outage by sending the same request with the same id as a retransmission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationId {
+    /// `wsmv:OperationID` (MS-WSMV 2.2.4.45), written as `uuid:<GUID>`.
+    pub id: Uuid,
+    /// A retransmission of an earlier request of this operation: `s:mustUnderstand="true"` on
+    /// the `wsmv:OperationID` header (MS-WSMV 3.1.4.1.39); the server then answers from its cache.
+    pub retransmission: bool,
+    /// `wsmv:SequenceID` (MS-WSMV 2.2.4.46): 1 for the first message of an operation, which is
+    /// what a request carries; the server numbers its responses from 1 on.
+    pub sequence_id: u64,
+}
+
+impl OperationId {
+    pub fn new(id: Uuid) -> Self {
+        OperationId {
+            id,
+            retransmission: false,
+            sequence_id: 1,
+        }
+    }
+
+    /// The same operation sent again after an outage.
+    pub fn retransmit(self) -> Self {
+        OperationId {
+            retransmission: true,
+            sequence_id: 1,
+            ..self
+        }
+    }
+}
+
+/// One `rsp:Stream` of a Send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendStream {
+    /// `stdin` for data, `pr` for answers to host calls (PowerShell's prompt-response stream).
+    pub name: String,
+    /// The pipeline, or `None` for data of the runspace pool itself.
+    pub command_id: Option<Uuid>,
+    /// `End`: no more data on this stream (WinRS commands; PowerShell does not use it).
+    pub end: Option<bool>,
+    pub data: Vec<u8>,
+}
+
+/// The body of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// `<s:Body/>`: Delete, Get, Reconnect.
+    Empty,
+    /// `rsp:Shell` of a Create (MS-WSMV 2.2.4.37; MS-PSRP 3.1.4.1 for `creationXml`).
+    CreateShell(CreateShellBody),
+    /// `rsp:CommandLine` (MS-WSMV 2.2.4.7): a PowerShell pipeline (an empty `rsp:Command` and the
+    /// base64 CREATE_PIPELINE fragments as the one argument, MS-PSRP 3.1.4.6) or a WinRS command.
+    CommandLine {
+        command_id: Option<Uuid>,
+        command: String,
+        arguments: Vec<String>,
+    },
+    /// `rsp:Send` (MS-WSMV 2.2.4.32).
+    Send(Vec<SendStream>),
+    /// `rsp:Receive` (MS-WSMV 2.2.4.26).
+    Receive {
+        /// Space-separated stream names (`stdout`; WinRS: `stdout stderr`).
+        streams: String,
+        command_id: Option<Uuid>,
+    },
+    /// `rsp:Signal` (MS-WSMV 2.2.4.38).
+    Signal { command_id: Option<Uuid>, code: String },
+    /// `rsp:Disconnect` (MS-WSMV 2.2.4.15; MS-PSRP 3.1.4.12).
+    Disconnect {
+        buffer_mode: Option<BufferMode>,
+        idle_timeout: Option<Duration>,
+    },
+    /// `rsp:Connect` (MS-WSMV 2.2.4.12): with `connectXml` to connect to a disconnected pool
+    /// (MS-PSRP 3.1.4.14), or with a `CommandId` to connect to one of its pipelines (3.1.4.16).
+    Connect {
+        command_id: Option<Uuid>,
+        connect_xml: Option<Vec<u8>>,
+    },
+    /// `wsen:Enumerate` with `wsman:OptimizeEnumeration` and `wsman:MaxElements`, and, for the
+    /// commands of one shell, a selector filter on its ShellId (MS-WSMV 3.1.4.8.2).
+    Enumerate {
+        max_elements: u32,
+        shell_filter: Option<Uuid>,
+    },
+    /// `wsen:Pull` of the next page of an enumeration (MS-WSMV 3.1.4.9).
+    Pull { context: String, max_elements: u32 },
+    /// `wsmv:Acknowledge` (MS-WSMV 2.2.4.44, 3.1.4.18): the last robust-connection response the
+    /// client has kept.
+    Acknowledge { last_sequence_id_received: u64 },
+}
+
+/// `rsp:BufferMode` (MS-WSMV 2.2.5.10): what the server does with output while no client is
+/// connected: `Block` stops the pipeline when the buffer is full, `Drop` drops the oldest output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferMode {
+    Block,
+    Drop,
+}
+
+impl BufferMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BufferMode::Block => "Block",
+            BufferMode::Drop => "Drop",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BufferMode> {
+        match text.trim() {
+            "Block" => Some(BufferMode::Block),
+            "Drop" => Some(BufferMode::Drop),
+            _ => None,
+        }
+    }
+}
+
+/// The content of an `rsp:Shell` of a Create.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateShellBody {
+    /// The `ShellId` attribute: chosen by the client for PowerShell (the runspace pool id, so the
+    /// shell can be found again for Disconnect/Connect, MS-WSMV 3.1.4.15), absent for WinRS.
+    pub shell_id: Option<Uuid>,
+    /// `rsp:Name`.
+    pub name: Option<String>,
+    /// `rsp:InputStreams`, e.g. `stdin pr`.
+    pub input_streams: String,
+    /// `rsp:OutputStreams`, e.g. `stdout`.
+    pub output_streams: String,
+    /// `rsp:IdleTimeOut` (MS-WSMV 2.2.4.37): after this long without a request the server deletes
+    /// the shell (MS-WSMV 3.1.5.3).
+    pub idle_timeout: Option<Duration>,
+    /// `rsp:Lifetime` (WinRS).
+    pub lifetime: Option<Duration>,
+    /// `rsp:WorkingDirectory` (WinRS).
+    pub working_directory: Option<String>,
+    /// `rsp:Environment` variables (WinRS).
+    pub environment: Vec<(String, String)>,
+    /// `creationXml`: the runspace pool's SESSION_CAPABILITY and INIT_RUNSPACEPOOL fragments.
+    pub creation_xml: Option<Vec<u8>>,
+}
+
+/// A request envelope. The `to_bytes` of it is what the transport posts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `wsa:Action`.
+    pub action: String,
+    /// `wsa:To`: the endpoint URL (`http://host:5985/wsman`).
+    pub to: String,
+    /// `wsman:ResourceURI`.
+    pub resource_uri: String,
+    /// `wsa:MessageID`, written as `uuid:<GUID>`; the response's `wsa:RelatesTo` names it.
+    pub message_id: Uuid,
+    /// `wsmv:SessionId` (MS-WSMV 3.1.4.1.37): one id for all requests of a client session.
+    pub session_id: Option<Uuid>,
+    /// `wsman:MaxEnvelopeSize` in bytes (MS-WSMV 3.1.4.1.7).
+    pub max_envelope_size: u32,
+    /// `wsman:OperationTimeout` (MS-WSMV 3.1.4.1.6).
+    pub operation_timeout: Duration,
+    /// `wsman:Locale` (MS-WSMV 3.1.4.1.8), e.g. `en-US`.
+    pub locale: Option<String>,
+    /// `wsmv:DataLocale` (MS-WSMV 3.1.4.1.9).
+    pub data_locale: Option<String>,
+    /// `wsman:SelectorSet`.
+    pub selectors: Vec<Selector>,
+    /// `wsman:OptionSet`.
+    pub options: Vec<WsOption>,
+    /// `wsmv:OperationID` and `wsmv:SequenceID` of robust connection support.
+    pub operation_id: Option<OperationId>,
+    pub body: Body,
+}
+
+fn upper(id: Uuid) -> String {
+    format!("{id:X}")
+}
+
+fn uuid_uri(id: Uuid) -> String {
+    format!("uuid:{}", upper(id))
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+impl Envelope {
+    /// The envelope's XML (UTF-8, no declaration).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = XmlWriter::new();
+        w.start(
+            "s:Envelope",
+            &[
+                ("xmlns:s", SOAP),
+                ("xmlns:wsa", ADDRESSING),
+                ("xmlns:wsman", WSMAN),
+                ("xmlns:wsmv", WSMV),
+                ("xmlns:rsp", super::namespaces::SHELL),
+                ("xmlns:wsen", super::namespaces::ENUMERATION),
+            ],
+        );
+        w.start("s:Header", &[]);
+        w.element("wsa:Action", &[("s:mustUnderstand", "true")], &self.action);
+        if let Some(locale) = &self.data_locale {
+            w.empty(
+                "wsmv:DataLocale",
+                &[("s:mustUnderstand", "false"), ("xml:lang", locale)],
+            );
+        }
+        if let Some(locale) = &self.locale {
+            w.empty(
+                "wsman:Locale",
+                &[("s:mustUnderstand", "false"), ("xml:lang", locale)],
+            );
+        }
+        w.element(
+            "wsman:MaxEnvelopeSize",
+            &[("s:mustUnderstand", "true")],
+            &self.max_envelope_size.to_string(),
+        );
+        w.element("wsa:MessageID", &[], &uuid_uri(self.message_id));
+        w.element(
+            "wsman:OperationTimeout",
+            &[],
+            &duration::format(self.operation_timeout),
+        );
+        w.start("wsa:ReplyTo", &[]);
+        w.element("wsa:Address", &[("s:mustUnderstand", "true")], ANONYMOUS);
+        w.end("wsa:ReplyTo");
+        w.element(
+            "wsman:ResourceURI",
+            &[("s:mustUnderstand", "true")],
+            &self.resource_uri,
+        );
+        if let Some(session_id) = self.session_id {
+            w.element(
+                "wsmv:SessionId",
+                &[("s:mustUnderstand", "false")],
+                &uuid_uri(session_id),
+            );
+        }
+        w.element("wsa:To", &[], &self.to);
+        if let Some(op) = self.operation_id {
+            w.element(
+                "wsmv:OperationID",
+                &[(
+                    "s:mustUnderstand",
+                    if op.retransmission { "true" } else { "false" },
+                )],
+                &uuid_uri(op.id),
+            );
+            w.element(
+                "wsmv:SequenceID",
+                &[("s:mustUnderstand", "false")],
+                &op.sequence_id.to_string(),
+            );
+        }
+        if !self.options.is_empty() {
+            w.start("wsman:OptionSet", &[("s:mustUnderstand", "true")]);
+            for option in &self.options {
+                match option.must_comply {
+                    Some(mc) => w.element(
+                        "wsman:Option",
+                        &[
+                            ("MustComply", if mc { "true" } else { "false" }),
+                            ("Name", &option.name),
+                        ],
+                        &option.value,
+                    ),
+                    None => w.element("wsman:Option", &[("Name", &option.name)], &option.value),
+                }
+            }
+            w.end("wsman:OptionSet");
+        }
+        if !self.selectors.is_empty() {
+            write_selectors(&mut w, &self.selectors);
+        }
+        w.end("s:Header");
+        if self.body == Body::Empty {
+            w.empty("s:Body", &[]);
+        } else {
+            w.start("s:Body", &[]);
+            self.write_body(&mut w);
+            w.end("s:Body");
+        }
+        w.end("s:Envelope");
+        w.finish()
+    }
+
+    fn write_body(&self, w: &mut XmlWriter) {
+        match &self.body {
+            Body::Empty => {}
+            Body::CreateShell(shell) => {
+                let shell_id = shell.shell_id.map(upper);
+                match &shell_id {
+                    Some(id) => w.start("rsp:Shell", &[("ShellId", id)]),
+                    None => w.start("rsp:Shell", &[]),
+                }
+                w.element("rsp:InputStreams", &[], &shell.input_streams);
+                w.element("rsp:OutputStreams", &[], &shell.output_streams);
+                if let Some(t) = shell.idle_timeout {
+                    w.element("rsp:IdleTimeOut", &[], &duration::format(t));
+                }
+                if let Some(t) = shell.lifetime {
+                    w.element("rsp:Lifetime", &[], &duration::format(t));
+                }
+                if let Some(name) = &shell.name {
+                    w.element("rsp:Name", &[], name);
+                }
+                if let Some(dir) = &shell.working_directory {
+                    w.element("rsp:WorkingDirectory", &[], dir);
+                }
+                if !shell.environment.is_empty() {
+                    w.start("rsp:Environment", &[]);
+                    for (name, value) in &shell.environment {
+                        w.element("rsp:Variable", &[("Name", name)], value);
+                    }
+                    w.end("rsp:Environment");
+                }
+                if let Some(data) = &shell.creation_xml {
+                    w.element(
+                        "creationXml",
+                        &[("xmlns", super::namespaces::POWERSHELL)],
+                        &BASE64.encode(data),
+                    );
+                }
+                w.end("rsp:Shell");
+            }
+            Body::CommandLine {
+                command_id,
+                command,
+                arguments,
+            } => {
+                let id = command_id.map(upper);
+                match &id {
+                    Some(id) => w.start("rsp:CommandLine", &[("CommandId", id)]),
+                    None => w.start("rsp:CommandLine", &[]),
+                }
+                w.element("rsp:Command", &[], command);
+                for argument in arguments {
+                    w.element("rsp:Arguments", &[], argument);
+                }
+                w.end("rsp:CommandLine");
+            }
+            Body::Send(streams) => {
+                w.start("rsp:Send", &[]);
+                for stream in streams {
+                    let id = stream.command_id.map(upper);
+                    let mut attrs: Vec<(&str, &str)> = vec![("Name", &stream.name)];
+                    if let Some(id) = &id {
+                        attrs.push(("CommandId", id));
+                    }
+                    if let Some(end) = stream.end {
+                        attrs.push(("End", bool_text(end)));
+                    }
+                    w.element("rsp:Stream", &attrs, &BASE64.encode(&stream.data));
+                }
+                w.end("rsp:Send");
+            }
+            Body::Receive { streams, command_id } => {
+                w.start("rsp:Receive", &[]);
+                let id = command_id.map(upper);
+                match &id {
+                    Some(id) => w.element("rsp:DesiredStream", &[("CommandId", id)], streams),
+                    None => w.element("rsp:DesiredStream", &[], streams),
+                }
+                w.end("rsp:Receive");
+            }
+            Body::Signal { command_id, code } => {
+                let id = command_id.map(upper);
+                match &id {
+                    Some(id) => w.start("rsp:Signal", &[("CommandId", id)]),
+                    None => w.start("rsp:Signal", &[]),
+                }
+                w.element("rsp:Code", &[], code);
+                w.end("rsp:Signal");
+            }
+            Body::Disconnect {
+                buffer_mode,
+                idle_timeout,
+            } => {
+                if buffer_mode.is_none() && idle_timeout.is_none() {
+                    w.empty("rsp:Disconnect", &[]);
+                } else {
+                    w.start("rsp:Disconnect", &[]);
+                    if let Some(mode) = buffer_mode {
+                        w.element("rsp:BufferMode", &[], mode.as_str());
+                    }
+                    if let Some(t) = idle_timeout {
+                        w.element("rsp:IdleTimeOut", &[], &duration::format(*t));
+                    }
+                    w.end("rsp:Disconnect");
+                }
+            }
+            Body::Connect {
+                command_id,
+                connect_xml,
+            } => {
+                let id = command_id.map(upper);
+                let attrs: Vec<(&str, &str)> = id
+                    .as_deref()
+                    .map(|id| vec![("CommandId", id)])
+                    .unwrap_or_default();
+                match connect_xml {
+                    Some(data) => {
+                        w.start("rsp:Connect", &attrs);
+                        w.element(
+                            "connectXml",
+                            &[("xmlns", super::namespaces::POWERSHELL)],
+                            &BASE64.encode(data),
+                        );
+                        w.end("rsp:Connect");
+                    }
+                    None => w.empty("rsp:Connect", &attrs),
+                }
+            }
+            Body::Enumerate {
+                max_elements,
+                shell_filter,
+            } => {
+                w.start("wsen:Enumerate", &[]);
+                w.empty("wsman:OptimizeEnumeration", &[]);
+                w.element("wsman:MaxElements", &[], &max_elements.to_string());
+                if let Some(shell_id) = shell_filter {
+                    w.start("wsman:Filter", &[("Dialect", super::namespaces::SELECTOR_FILTER)]);
+                    write_selectors(
+                        w,
+                        &[Selector {
+                            name: "ShellId".into(),
+                            value: upper(*shell_id),
+                        }],
+                    );
+                    w.end("wsman:Filter");
+                }
+                w.end("wsen:Enumerate");
+            }
+            Body::Pull {
+                context,
+                max_elements,
+            } => {
+                w.start("wsen:Pull", &[]);
+                w.element("wsen:EnumerationContext", &[], context);
+                w.element("wsen:MaxElements", &[], &max_elements.to_string());
+                w.end("wsen:Pull");
+            }
+            Body::Acknowledge {
+                last_sequence_id_received,
+            } => {
+                w.start("wsmv:Acknowledge", &[]);
+                w.element(
+                    "wsmv:LastSequenceIdReceived",
+                    &[],
+                    &last_sequence_id_received.to_string(),
+                );
+                w.end("wsmv:Acknowledge");
+            }
+        }
+    }
+}
+
+fn write_selectors(w: &mut XmlWriter, selectors: &[Selector]) {
+    w.start("wsman:SelectorSet", &[]);
+    for selector in selectors {
+        w.element("wsman:Selector", &[("Name", &selector.name)], &selector.value);
+    }
+    w.end("wsman:SelectorSet");
+}
+
+/// The headers of a response that matter to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseHeader {
+    /// `wsa:Action` (empty when the server sent none).
+    pub action: String,
+    /// `wsa:MessageID`.
+    pub message_id: Option<String>,
+    /// `wsa:RelatesTo`: the request's MessageID.
+    pub relates_to: Option<String>,
+    /// `wsmv:OperationID`: present when the server supports robust connections for the request's
+    /// resource and the request carried an operation id (MS-WSMV 3.1.4.1.39).
+    pub operation_id: Option<Uuid>,
+    /// `wsmv:SequenceID`: the number of this response within its operation (MS-WSMV 3.1.6.6);
+    /// what a client names in an Acknowledge once it has kept the response.
+    pub sequence_id: Option<u64>,
+}
+
+impl ResponseHeader {
+    /// The server's cache of robust-connection responses is full: it asks the client to
+    /// acknowledge what it has kept (MS-WSMV 3.1.6.6) with [`super::shell::WsmanClient::acknowledge`].
+    pub fn acknowledge_requested(&self) -> bool {
+        self.action == action::ACKNOWLEDGE_REQUEST
+    }
+}
+
+/// A parsed response: its headers and its typed body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response<T> {
+    pub header: ResponseHeader,
+    pub body: T,
+}
+
+/// Parses a GUID as WS-Management writes it: bare or as a `uuid:` URI, any case.
+pub fn parse_uuid(text: &str) -> Option<Uuid> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("uuid:")
+        .or_else(|| text.strip_prefix("urn:uuid:"))
+        .unwrap_or(text);
+    Uuid::try_parse(text).ok()
+}
+
+/// Reads an envelope into its headers and body element; a body holding an `s:Fault` is returned
+/// as [`WsmanError::Fault`].
+pub(crate) fn read_envelope(bytes: &[u8]) -> Result<(ResponseHeader, Element), WsmanError> {
+    let root = xml::parse(bytes)?;
+    if !root.is(SOAP, "Envelope") {
+        return Err(WsmanError::NotEnvelope(root.name));
+    }
+    let mut header = ResponseHeader::default();
+    if let Some(h) = root.child(SOAP, "Header") {
+        header.action = h.child_text(ADDRESSING, "Action").unwrap_or("").to_string();
+        header.message_id = h.child_text(ADDRESSING, "MessageID").map(str::to_string);
+        header.relates_to = h.child_text(ADDRESSING, "RelatesTo").map(str::to_string);
+        if let Some(op) = h.child_text(WSMV, "OperationID") {
+            header.operation_id =
+                Some(parse_uuid(op).ok_or_else(|| WsmanError::invalid("wsmv:OperationID", op))?);
+        }
+        if let Some(seq) = h.child_text(WSMV, "SequenceID") {
+            header.sequence_id = Some(
+                seq.parse()
+                    .map_err(|_| WsmanError::invalid("wsmv:SequenceID", seq))?,
+            );
+        }
+    }
+    let body = root
+        .children
+        .into_iter()
+        .find(|c| c.is(SOAP, "Body"))
+        .ok_or(WsmanError::Missing("s:Body"))?;
+    if let Some(fault) = body.child(SOAP, "Fault") {
+        return Err(Fault::from_element(fault).into());
+    }
+    Ok((header, body))
+}
+
+/// Reads an envelope and checks its action (when it has one) is `expected`.
+pub(crate) fn read_response(
+    bytes: &[u8],
+    expected: &'static str,
+) -> Result<(ResponseHeader, Element), WsmanError> {
+    let (header, body) = read_envelope(bytes)?;
+    if !header.action.is_empty() && header.action != expected {
+        return Err(WsmanError::UnexpectedAction {
+            expected,
+            got: header.action,
+        });
+    }
+    Ok((header, body))
+}
+
+/// The headers of any response envelope (a fault is an error), to see what it is before
+/// parsing it: e.g. a robust connection's AcknowledgeRequest (MS-WSMV 3.1.6.6).
+pub fn parse_header(bytes: &[u8]) -> Result<ResponseHeader, WsmanError> {
+    read_envelope(bytes).map(|(header, _)| header)
+}
+
+/// Decodes base64 text of a stream or a PowerShell payload (whitespace allowed).
+pub(crate) fn decode_base64(what: &'static str, text: &str) -> Result<Vec<u8>, WsmanError> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    BASE64
+        .decode(compact.as_bytes())
+        .map_err(|_| WsmanError::invalid(what, text.chars().take(40).collect::<String>()))
+}
