@@ -59,7 +59,9 @@ fn exchanges(path: &Path) -> Vec<Exchange> {
 }
 
 /// A canonical text of an element: namespace URIs, local names, attributes sorted, text trimmed;
-/// the children of `s:Header` sorted (header order carries no meaning).
+/// the children of `s:Header` sorted (header order carries no meaning), and those of the
+/// `rsp:Shell` of a Create (pypsrp writes IdleTimeOut, Lifetime, Name and WorkingDirectory after
+/// the streams; this crate follows the sequence of MS-WSMV 2.2.4.37).
 fn canon(e: &Element) -> String {
     let mut attrs: Vec<String> = e
         .attrs
@@ -68,7 +70,7 @@ fn canon(e: &Element) -> String {
         .collect();
     attrs.sort();
     let mut children: Vec<String> = e.children.iter().map(canon).collect();
-    if e.is(SOAP, "Header") {
+    if e.is(SOAP, "Header") || e.is(SHELL, "Shell") {
         children.sort();
     }
     format!(
@@ -158,6 +160,7 @@ fn rebuild(req: &Element) -> Option<(Recorded, Envelope)> {
                 );
                 create.idle_timeout = s.child_text(SHELL, "IdleTimeOut").and_then(duration::parse);
                 create.name = s.child_text(SHELL, "Name").map(str::to_string);
+                create.buffer_mode = s.child_text(SHELL, "BufferMode").and_then(BufferMode::parse);
                 create.no_profile = options.iter().any(|o| o.name == "WINRS_NOPROFILE");
                 create.protocol_version = options
                     .iter()
@@ -181,6 +184,7 @@ fn rebuild(req: &Element) -> Option<(Recorded, Envelope)> {
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    buffer_mode: s.child_text(SHELL, "BufferMode").and_then(BufferMode::parse),
                     creation_xml: None,
                 };
                 client.create_shell(shell, options.clone())
@@ -309,11 +313,9 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
                 if let Some(requested) = rec.body.children[0].attr("ShellId")
                     && shell.shell_id != uuid_of(requested)
                 {
-                    {
-                        // pypsrp's test runner replaces ids; some files pair a request and a
-                        // response of different runs.
-                        stats.id_mismatches.push(shell_label("ShellId"));
-                    }
+                    // pypsrp's test runner replaces ids; some files pair a request and a
+                    // response of different runs.
+                    stats.id_mismatches.push(shell_label("ShellId"));
                 }
                 // Older hosts answer with wst:ResourceCreated alone, newer ones add rsp:Shell.
                 if let Some(uri) = &shell.resource_uri {
@@ -329,9 +331,7 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
                 if let Some(requested) = rec.body.children[0].attr("CommandId")
                     && id != uuid_of(requested)
                 {
-                    {
-                        stats.id_mismatches.push(shell_label("CommandId"));
-                    }
+                    stats.id_mismatches.push(shell_label("CommandId"));
                 }
             }
             action::RECEIVE => {

@@ -139,10 +139,10 @@ pub struct SendStream {
 pub enum Body {
     /// `<s:Body/>`: Delete, Get, Reconnect.
     Empty,
-    /// `rsp:Shell` of a Create (MS-WSMV 2.2.4.37; MS-PSRP 3.1.4.1 for `creationXml`).
+    /// `rsp:Shell` of a Create (MS-WSMV 2.2.4.37; MS-PSRP 3.1.5.3.1 for `creationXml`).
     CreateShell(CreateShellBody),
     /// `rsp:CommandLine` (MS-WSMV 2.2.4.7): a PowerShell pipeline (an empty `rsp:Command` and the
-    /// base64 CREATE_PIPELINE fragments as the one argument, MS-PSRP 3.1.4.6) or a WinRS command.
+    /// base64 CREATE_PIPELINE fragments as the one argument, MS-PSRP 3.1.5.3.3) or a WinRS command.
     CommandLine {
         command_id: Option<Uuid>,
         command: String,
@@ -158,13 +158,13 @@ pub enum Body {
     },
     /// `rsp:Signal` (MS-WSMV 2.2.4.38).
     Signal { command_id: Option<Uuid>, code: String },
-    /// `rsp:Disconnect` (MS-WSMV 2.2.4.15; MS-PSRP 3.1.4.12).
+    /// `rsp:Disconnect` (MS-WSMV 2.2.4.15; MS-PSRP 3.1.5.3.16), empty when both are `None`.
     Disconnect {
         buffer_mode: Option<BufferMode>,
         idle_timeout: Option<Duration>,
     },
-    /// `rsp:Connect` (MS-WSMV 2.2.4.12): with `connectXml` to connect to a disconnected pool
-    /// (MS-PSRP 3.1.4.14), or with a `CommandId` to connect to one of its pipelines (3.1.4.16).
+    /// `rsp:Connect` (MS-WSMV 2.2.4.12): with `connectXml` to connect to a disconnected pool, or
+    /// with a `CommandId` to connect to one of its pipelines (MS-PSRP 3.1.5.3.14, 3.1.4.10.3).
     Connect {
         command_id: Option<Uuid>,
         connect_xml: Option<Vec<u8>>,
@@ -210,8 +210,9 @@ impl BufferMode {
 /// The content of an `rsp:Shell` of a Create.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CreateShellBody {
-    /// The `ShellId` attribute: chosen by the client for PowerShell (the runspace pool id, so the
-    /// shell can be found again for Disconnect/Connect, MS-WSMV 3.1.4.15), absent for WinRS.
+    /// The `ShellId` attribute: chosen by the client for PowerShell (the runspace pool id; a
+    /// shell can be disconnected only when the client chose its id, MS-WSMV 3.1.4.15), absent for
+    /// WinRS.
     pub shell_id: Option<Uuid>,
     /// `rsp:Name`.
     pub name: Option<String>,
@@ -228,6 +229,9 @@ pub struct CreateShellBody {
     pub working_directory: Option<String>,
     /// `rsp:Environment` variables (WinRS).
     pub environment: Vec<(String, String)>,
+    /// `rsp:BufferMode`: what the server does with output while the shell is disconnected; a
+    /// Disconnect can override it (MS-WSMV 2.2.4.15).
+    pub buffer_mode: Option<BufferMode>,
     /// `creationXml`: the runspace pool's SESSION_CAPABILITY and INIT_RUNSPACEPOOL fragments.
     pub creation_xml: Option<Vec<u8>>,
 }
@@ -243,7 +247,10 @@ pub struct Envelope {
     pub resource_uri: String,
     /// `wsa:MessageID`, written as `uuid:<GUID>`; the response's `wsa:RelatesTo` names it.
     pub message_id: Uuid,
-    /// `wsmv:SessionId` (MS-WSMV 3.1.4.1.37): one id for all requests of a client session.
+    /// `wsmv:SessionId` (MS-WSMV 3.1.4.1.37): one id for all requests of a client session. MS-PSRP
+    /// 3.1.4.9 requires it on every message for Disconnect and Reconnect to work: the server
+    /// tells client sessions apart by it, and a Reconnect must carry the one of the session that
+    /// disconnected (3.1.4.10.2).
     pub session_id: Option<Uuid>,
     /// `wsman:MaxEnvelopeSize` in bytes (MS-WSMV 3.1.4.1.7).
     pub max_envelope_size: u32,
@@ -386,19 +393,10 @@ impl Envelope {
                     Some(id) => w.start("rsp:Shell", &[("ShellId", id)]),
                     None => w.start("rsp:Shell", &[]),
                 }
-                w.element("rsp:InputStreams", &[], &shell.input_streams);
-                w.element("rsp:OutputStreams", &[], &shell.output_streams);
-                if let Some(t) = shell.idle_timeout {
-                    w.element("rsp:IdleTimeOut", &[], &duration::format(t));
-                }
-                if let Some(t) = shell.lifetime {
-                    w.element("rsp:Lifetime", &[], &duration::format(t));
-                }
+                // The element order of MS-WSMV 2.2.4.37's sequence (the ShellId is an attribute,
+                // as PowerShell and pypsrp send it).
                 if let Some(name) = &shell.name {
                     w.element("rsp:Name", &[], name);
-                }
-                if let Some(dir) = &shell.working_directory {
-                    w.element("rsp:WorkingDirectory", &[], dir);
                 }
                 if !shell.environment.is_empty() {
                     w.start("rsp:Environment", &[]);
@@ -406,6 +404,20 @@ impl Envelope {
                         w.element("rsp:Variable", &[("Name", name)], value);
                     }
                     w.end("rsp:Environment");
+                }
+                if let Some(dir) = &shell.working_directory {
+                    w.element("rsp:WorkingDirectory", &[], dir);
+                }
+                if let Some(t) = shell.lifetime {
+                    w.element("rsp:Lifetime", &[], &duration::format(t));
+                }
+                if let Some(t) = shell.idle_timeout {
+                    w.element("rsp:IdleTimeOut", &[], &duration::format(t));
+                }
+                w.element("rsp:InputStreams", &[], &shell.input_streams);
+                w.element("rsp:OutputStreams", &[], &shell.output_streams);
+                if let Some(mode) = shell.buffer_mode {
+                    w.element("rsp:BufferMode", &[], mode.as_str());
                 }
                 if let Some(data) = &shell.creation_xml {
                     w.element(
@@ -472,12 +484,13 @@ impl Envelope {
                 if buffer_mode.is_none() && idle_timeout.is_none() {
                     w.empty("rsp:Disconnect", &[]);
                 } else {
+                    // MS-WSMV 2.2.4.15: a sequence of IdleTimeOut, then BufferMode.
                     w.start("rsp:Disconnect", &[]);
-                    if let Some(mode) = buffer_mode {
-                        w.element("rsp:BufferMode", &[], mode.as_str());
-                    }
                     if let Some(t) = idle_timeout {
                         w.element("rsp:IdleTimeOut", &[], &duration::format(*t));
+                    }
+                    if let Some(mode) = buffer_mode {
+                        w.element("rsp:BufferMode", &[], mode.as_str());
                     }
                     w.end("rsp:Disconnect");
                 }

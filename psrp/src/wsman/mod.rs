@@ -32,3 +32,6 @@ pub use shell::{
     parse_config_max_envelope_size, parse_connect_response, parse_create_response, parse_empty_response,
     parse_get_shell_response,
 };
+
+#[cfg(test)]
+mod tests;

@@ -21,7 +21,7 @@ pub const ENUMERATION: &str = "http://schemas.xmlsoap.org/ws/2004/09/enumeration
 /// The `WSManFault` detail of a SOAP fault (`f:`; MS-WSMV 2.2.4.43).
 pub const WSMAN_FAULT: &str = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault";
 /// PowerShell's own elements in shell bodies: `creationXml`, `connectXml`, `connectResponseXml`
-/// (MS-PSRP 3.1.4.1, 3.1.4.14).
+/// (MS-PSRP 3.1.5.3.1, 3.1.5.3.14, 3.1.5.3.15).
 pub const POWERSHELL: &str = "http://schemas.microsoft.com/powershell";
 /// The WS-Management configuration (`cfg:`): the answer to a Get of [`resource::CONFIG`].
 pub const CONFIG: &str = "http://schemas.microsoft.com/wbem/wsman/1/config";
@@ -74,7 +74,7 @@ pub mod action {
 /// Resource URIs.
 pub mod resource {
     /// The prefix of a PowerShell session configuration's resource URI; the configuration name
-    /// (`Microsoft.PowerShell`, a JEA endpoint's name) follows (MS-PSRP 3.1.4.1).
+    /// (`Microsoft.PowerShell`, a JEA endpoint's name) follows.
     pub const POWERSHELL_PREFIX: &str = "http://schemas.microsoft.com/powershell/";
     /// All shells of the user, for Enumerate and Get of a shell (MS-WSMV 3.1.4.8.2).
     pub const SHELLS: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell";
@@ -95,9 +95,9 @@ pub mod resource {
 
 /// Signal codes (MS-WSMV 2.2.4.38).
 pub mod signal {
-    /// PowerShell's stop of a pipeline (MS-PSRP 3.1.5.3.7: `Stop()` of a pipeline).
+    /// PowerShell's stop of a pipeline: the value MS-PSRP 3.1.5.3.9 requires (sic).
     pub const PS_CTRL_C: &str = "powershell/signal/crtl_c";
-    /// The same code as pypsrp sends it, spelled as MS-WSMV 2.2.4.38 lists it.
+    /// The same signal as MS-WSMV 2.2.4.38 spells it, and pypsrp sends it.
     pub const PS_CTRL_C_WSMV: &str = "powershell/signal/ctrl_c";
     pub const CTRL_C: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/ctrl_c";
     pub const CTRL_BREAK: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/ctrl_break";

@@ -1,12 +1,15 @@
 //! The operations on shells: a sans-IO [`WsmanClient`] that builds request envelopes, and the
 //! parsers of their responses.
 //!
-//! PowerShell's use of them is MS-PSRP 3.1.4 (client) and 2.2.x of MS-WSMV for their bodies:
-//! Create carries the pool's opening fragments in `creationXml` (MS-PSRP 3.1.4.1), Command one
-//! pipeline's CREATE_PIPELINE (3.1.4.6), Send and Receive the fragments of both directions,
-//! Signal `powershell/signal/crtl_c` stops a pipeline (3.1.4.8), Delete closes the pool (3.1.4.13),
-//! Disconnect / Reconnect / Connect keep and take back a pool (3.1.4.12, 3.1.4.15, 3.1.4.14) and
-//! the per-command Connect takes back a pipeline of it (3.1.4.16).
+//! PowerShell's use of them is MS-PSRP 3.1.5.3 (rules for the WS-MAN messages) and 3.1.4 (the
+//! procedures), MS-WSMV 2.2.4 for their bodies: Create carries the pool's opening fragments in
+//! `creationXml` (MS-PSRP 3.1.5.3.1), Command one pipeline's CREATE_PIPELINE (3.1.5.3.3), Send
+//! and Receive the fragments of both directions (3.1.5.3.5, 3.1.5.3.7), Signal
+//! `powershell/signal/crtl_c` stops a pipeline (3.1.5.3.9), Delete closes the pool (3.1.5.3.11),
+//! Disconnect keeps the pool on the server (3.1.5.3.16, 3.1.4.9), Reconnect takes it back in the
+//! same client session (3.1.5.3.18, 3.1.4.10.2), Enumerate finds pools and pipelines
+//! (3.1.4.10.1), Connect takes a pool over from a new client session and the per-command Connect
+//! one of its pipelines (3.1.5.3.14, 3.1.4.10.3).
 
 use std::time::Duration;
 
@@ -19,8 +22,8 @@ use super::envelope::{
 };
 use super::namespaces::{CONFIG, POWERSHELL, SHELL, TRANSFER, action, resource, signal};
 
-/// The PSRP protocol version a PowerShell client announces on Create and Connect (MS-PSRP
-/// 3.1.4.1: the `protocolversion` option).
+/// The PSRP protocol version a PowerShell client announces on Create and Connect (the
+/// `protocolversion` option with MustComply, MS-PSRP 3.1.5.3.1 and 3.1.5.3.14).
 pub const PROTOCOL_VERSION: &str = "2.3";
 /// Windows' default `MaxEnvelopeSize` (150 KiB, `MaxEnvelopeSizekb` 150) and what a client sends
 /// until it knows the server's (pypsrp and PowerShell start with it).
@@ -31,7 +34,8 @@ pub const DEFAULT_MAX_ELEMENTS: u32 = 32_000;
 /// A signal to a shell or a command (MS-WSMV 2.2.4.38).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
-    /// Stop a PowerShell pipeline: `powershell/signal/crtl_c`, spelled as PowerShell sends it.
+    /// Stop a PowerShell pipeline: `powershell/signal/crtl_c`, the value MS-PSRP 3.1.5.3.9 requires
+    /// (and PowerShell sends).
     PsCtrlC,
     /// Release a finished command's state on the server.
     Terminate,
@@ -55,7 +59,7 @@ impl Signal {
 /// What a PowerShell Create needs beyond the client's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatePowerShell {
-    /// The shell id, chosen by the client: the runspace pool's id (MS-PSRP 3.1.4.1).
+    /// The shell id, chosen by the client: the runspace pool's id.
     pub shell_id: Uuid,
     /// SESSION_CAPABILITY and INIT_RUNSPACEPOOL, fragmented.
     pub creation_xml: Vec<u8>,
@@ -65,6 +69,8 @@ pub struct CreatePowerShell {
     pub name: Option<String>,
     /// The `WINRS_NOPROFILE` option: do not load the user's profile.
     pub no_profile: bool,
+    /// `rsp:BufferMode` of the shell, until a Disconnect says otherwise.
+    pub buffer_mode: Option<BufferMode>,
     /// `protocolversion`; [`PROTOCOL_VERSION`] when `None`.
     pub protocol_version: Option<String>,
 }
@@ -77,6 +83,7 @@ impl CreatePowerShell {
             idle_timeout: None,
             name: None,
             no_profile: false,
+            buffer_mode: None,
             protocol_version: None,
         }
     }
@@ -139,7 +146,7 @@ impl WsmanClient {
         e
     }
 
-    /// Create of a PowerShell shell (MS-PSRP 3.1.4.1).
+    /// Create of a PowerShell shell (MS-PSRP 3.1.5.3.1): `stdin pr` in, `stdout` out.
     pub fn create(&self, create: &CreatePowerShell) -> Envelope {
         let mut e = self.envelope(
             action::CREATE,
@@ -150,6 +157,7 @@ impl WsmanClient {
                 input_streams: "stdin pr".into(),
                 output_streams: "stdout".into(),
                 idle_timeout: create.idle_timeout,
+                buffer_mode: create.buffer_mode,
                 creation_xml: Some(create.creation_xml.clone()),
                 ..CreateShellBody::default()
             }),
@@ -172,7 +180,7 @@ impl WsmanClient {
     }
 
     /// Command: creates pipeline `command_id` (the PowerShell pipeline id) from its
-    /// CREATE_PIPELINE fragments (MS-PSRP 3.1.4.6).
+    /// CREATE_PIPELINE fragments (MS-PSRP 3.1.5.3.3: an empty Command, base64 Arguments).
     pub fn command(&self, shell_id: Uuid, command_id: Uuid, create_pipeline: &[u8]) -> Envelope {
         use base64::Engine as _;
         self.command_line(
@@ -262,9 +270,9 @@ impl WsmanClient {
         self.shell_envelope(action::DELETE, shell_id, Body::Empty)
     }
 
-    /// Disconnect (MS-PSRP 3.1.4.12): the server keeps the shell, its running pipelines and
-    /// their output (buffered by `buffer_mode`) for `idle_timeout`. Windows refuses less than
-    /// 60 s ([`super::Fault::InvalidIdleTimeout`]).
+    /// Disconnect (MS-PSRP 3.1.5.3.16, 3.1.4.9): the server keeps the shell, its running
+    /// pipelines and their output (buffered by `buffer_mode`) for `idle_timeout`. Windows refuses
+    /// less than 60 s ([`super::Fault::InvalidIdleTimeout`]). Wait for outstanding Sends first.
     pub fn disconnect(
         &self,
         shell_id: Uuid,
@@ -281,12 +289,13 @@ impl WsmanClient {
         )
     }
 
-    /// Reconnect (MS-PSRP 3.1.4.15): the client that disconnected takes its shell back.
+    /// Reconnect (MS-PSRP 3.1.5.3.18, 3.1.4.10.2): the client session that disconnected (same
+    /// `session_id`) takes its shell back, then sends Receives again.
     pub fn reconnect(&self, shell_id: Uuid) -> Envelope {
         self.shell_envelope(action::RECONNECT, shell_id, Body::Empty)
     }
 
-    /// Connect (MS-PSRP 3.1.4.14): any client with the credentials connects to a disconnected
+    /// Connect (MS-PSRP 3.1.5.3.14, 3.1.4.10.3): a new client session connects to a disconnected
     /// shell, sending SESSION_CAPABILITY and CONNECT_RUNSPACEPOOL in `connectXml`.
     pub fn connect(&self, shell_id: Uuid, connect_xml: &[u8]) -> Envelope {
         let mut e = self.shell_envelope(
@@ -302,8 +311,8 @@ impl WsmanClient {
         e
     }
 
-    /// Connect to a pipeline of a connected-to shell (MS-PSRP 3.1.4.16; Receive-PSSession):
-    /// Receives of that command then get its buffered output.
+    /// Connect to a pipeline of a connected-to shell (MS-PSRP 3.1.5.3.14, 3.1.4.10.3;
+    /// Receive-PSSession): Receives of that command then get its buffered output.
     pub fn connect_command(&self, shell_id: Uuid, command_id: Uuid) -> Envelope {
         self.shell_envelope(
             action::CONNECT,
@@ -327,7 +336,8 @@ impl WsmanClient {
         self.envelope(action::GET, resource::CONFIG, Body::Empty)
     }
 
-    /// Enumerate of the user's shells on the host (Get-PSSession -ComputerName).
+    /// Enumerate of the user's shells on the host (Get-PSSession -ComputerName; MS-PSRP
+    /// 3.1.4.10.1, MS-WSMV 3.1.4.8.2).
     pub fn enumerate_shells(&self) -> Envelope {
         self.envelope(
             action::ENUMERATE,
@@ -472,8 +482,8 @@ pub fn parse_command_response(bytes: &[u8]) -> Result<Response<Uuid>, WsmanError
 /// What a ConnectResponse carries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnectResponse {
-    /// `connectResponseXml`: the server's SESSION_CAPABILITY, RUNSPACEPOOL_INIT_DATA and
-    /// APPLICATION_PRIVATE_DATA fragments (MS-PSRP 3.1.4.14); `None` for the per-command Connect.
+    /// `connectResponseXml`: the server's SESSION_CAPABILITY and RUNSPACEPOOL_INIT_DATA
+    /// fragments (MS-PSRP 3.1.5.3.15); `None` for the per-command Connect.
     pub connect_response_xml: Option<Vec<u8>>,
     pub input_streams: Option<String>,
     pub output_streams: Option<String>,
