@@ -6,7 +6,10 @@
 //! namespace-resolved XML trees (prefixes and attribute order ignored, header order ignored, the
 //! MessageID taken from the recording). Every response is parsed with the parser of its
 //! operation: Create → shell, Command → command id, Receive → streams and command state,
-//! Enumerate → shells or commands, Connect → connectResponseXml, faults → typed `Fault`s.
+//! Enumerate → shells or commands, Connect → connectResponseXml, Get → shell or configuration,
+//! faults → typed `Fault`s. The PSRP payloads the parsers return are defragmented and decoded
+//! (the server's SESSION_CAPABILITY gives the protocol version of each host), and the
+//! disconnected-commands exchange is checked step by step.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +17,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use psrp::fragment::Defragmenter;
+use psrp::message::{Message, MessageType};
+use psrp::messages::SessionCapability;
 use psrp::wsman::namespaces::{
     ADDRESSING, ENUMERATION, POWERSHELL, SHELL, SOAP, WSMAN, WSMV, XML, action, resource,
 };
@@ -293,6 +299,13 @@ struct Stats {
     faults: BTreeMap<&'static str, usize>,
     receive_streams: usize,
     foreign_streams: Vec<String>,
+    /// PSRP messages decoded from the payloads this layer parsed (stream data, connectResponseXml).
+    psrp_messages: usize,
+    /// The server's SESSION_CAPABILITY protocolversion, per recording.
+    server_protocol_versions: BTreeMap<String, Vec<String>>,
+    /// The disconnected-commands exchange, step by step, ids named in order of appearance.
+    flow: Vec<String>,
+    names: BTreeMap<Uuid, String>,
     creates_with_shell: usize,
     id_mismatches: Vec<String>,
     receive_done: usize,
@@ -302,14 +315,86 @@ struct Stats {
     resource_uris: BTreeMap<String, usize>,
 }
 
+const DISCONNECTED_COMMANDS: &str = "test_psrp_disconnected_commands.yml";
+
+impl Stats {
+    /// `S1`, `S2` for shells and `C1`, `C2` for commands, in order of appearance.
+    fn name(&mut self, id: Uuid, prefix: &str) -> String {
+        let count = self.names.values().filter(|n| n.starts_with(prefix)).count();
+        self.names
+            .entry(id)
+            .or_insert_with(|| format!("{prefix}{}", count + 1))
+            .clone()
+    }
+
+    fn step(&mut self, file: &str, step: impl FnOnce(&mut Stats) -> String) {
+        if file == DISCONNECTED_COMMANDS {
+            let step = step(self);
+            self.flow.push(step);
+        }
+    }
+}
+
+/// Defragments the PSRP payloads the parsers returned, per (shell, command), and decodes every
+/// message: what the WS-Management layer hands up must be whole PSRP fragments.
+#[derive(Default)]
+struct Payloads {
+    streams: BTreeMap<(Option<Uuid>, Option<Uuid>), Defragmenter>,
+}
+
+impl Payloads {
+    fn feed(
+        &mut self,
+        file: &str,
+        shell: Option<Uuid>,
+        command: Option<Uuid>,
+        data: &[u8],
+        stats: &mut Stats,
+    ) -> Vec<MessageType> {
+        let mut types = Vec::new();
+        let defrag = self.streams.entry((shell, command)).or_default();
+        defrag.feed(data);
+        loop {
+            match defrag.next_message() {
+                Ok(Some(bytes)) => {
+                    let message = Message::decode(bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+                    stats.psrp_messages += 1;
+                    types.push(message.message_type);
+                    if message.message_type == MessageType::SessionCapability {
+                        let value = psrp::clixml::parse(message.xml().unwrap()).unwrap();
+                        let capability = SessionCapability::from_value(&value).unwrap();
+                        stats
+                            .server_protocol_versions
+                            .entry(file.to_string())
+                            .or_default()
+                            .push(capability.protocol_version.to_string());
+                    }
+                }
+                Ok(None) => break,
+                // test_client_fetch_file.yml was trimmed by pypsrp's authors (vectors README).
+                Err(_) if file == "test_client_fetch_file.yml" => {
+                    *defrag = Defragmenter::new();
+                    break;
+                }
+                Err(e) => panic!("{file}: {e}"),
+            }
+        }
+        types
+    }
+}
+
 /// Parses a response with the parser of the request's operation and checks it against the request.
-fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats) {
+fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats, payloads: &mut Payloads) {
+    let powershell = rec.resource_uri.starts_with(resource::POWERSHELL_PREFIX);
     let bytes = response.as_bytes();
     let shell_label = |s: &str| format!("{file}: {} {s}", rec.action);
     let result: Result<(), WsmanError> = (|| {
         match rec.action.as_str() {
             action::CREATE => {
                 let shell = psrp::wsman::parse_create_response(bytes)?.body;
+                stats.step(file, |st| {
+                    format!("Create {} {:?}", st.name(shell.shell_id, "S"), shell.state)
+                });
                 if let Some(requested) = rec.body.children[0].attr("ShellId")
                     && shell.shell_id != uuid_of(requested)
                 {
@@ -328,6 +413,10 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
             }
             action::COMMAND => {
                 let id = psrp::wsman::parse_command_response(bytes)?.body;
+                stats.step(file, |st| {
+                    let shell = st.name(rec.shell_id.unwrap(), "S");
+                    format!("Command {shell} {}", st.name(id, "C"))
+                });
                 if let Some(requested) = rec.body.children[0].attr("CommandId")
                     && id != uuid_of(requested)
                 {
@@ -336,6 +425,16 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
             }
             action::RECEIVE => {
                 let r = psrp::wsman::parse_receive_response(bytes)?.body;
+                let target = rec.body.children[0]
+                    .child(SHELL, "DesiredStream")
+                    .and_then(|d| d.attr("CommandId"))
+                    .map(uuid_of);
+                stats.step(file, |st| {
+                    let shell = st.name(rec.shell_id.unwrap(), "S");
+                    let target = target.map(|t| st.name(t, "C")).unwrap_or_else(|| "pool".into());
+                    let done = if r.is_done(None) { ", Done" } else { "" };
+                    format!("Receive {shell} {target}: {} streams{done}", r.streams.len())
+                });
                 assert_eq!(r.streams.len(), response.matches("<rsp:Stream ").count());
                 let desired = rec.body.children[0].child(SHELL, "DesiredStream").unwrap();
                 if let Some(id) = desired.attr("CommandId") {
@@ -347,6 +446,11 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
                     assert!(r.streams.iter().all(|s| s.command_id.is_none()));
                 }
                 stats.receive_streams += r.streams.len();
+                if powershell {
+                    for stream in &r.streams {
+                        payloads.feed(file, rec.shell_id, stream.command_id, &stream.data, stats);
+                    }
+                }
                 if r.is_done(None) {
                     stats.receive_done += 1;
                 }
@@ -371,9 +475,18 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
                     "{}",
                     shell_label("connectResponseXml")
                 );
-                if let Some(x) = c.connect_response_xml {
-                    assert!(x.len() > 21, "PSRP fragments");
-                }
+                let types = match &c.connect_response_xml {
+                    Some(x) => payloads.feed(file, rec.shell_id, None, x, stats),
+                    None => Vec::new(),
+                };
+                let command = rec.body.children[0].attr("CommandId").map(uuid_of);
+                stats.step(file, |st| {
+                    let shell = st.name(rec.shell_id.unwrap(), "S");
+                    match command {
+                        Some(c) => format!("Connect {shell} {}", st.name(c, "C")),
+                        None => format!("Connect {shell} pool: {types:?}"),
+                    }
+                });
             }
             action::GET if rec.resource_uri == resource::CONFIG => {
                 let size = psrp::wsman::parse_config_max_envelope_size(bytes)?.body;
@@ -403,6 +516,14 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
                     );
                 }
                 stats.shells_enumerated += page.items.len();
+                stats.step(file, |st| {
+                    let shells: Vec<String> = page
+                        .items
+                        .iter()
+                        .map(|s| format!("{} {:?}", st.name(s.shell_id, "S"), s.state.as_ref().unwrap()))
+                        .collect();
+                    format!("Enumerate shells: {}", shells.join(", "))
+                });
             }
             action::ENUMERATE => {
                 let page = psrp::wsman::parse_commands(bytes)?.body;
@@ -411,13 +532,46 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats)
                     assert_eq!(command.state.as_deref(), Some("Running"));
                 }
                 stats.commands_enumerated += page.items.len();
+                let filter = rec.body.children[0]
+                    .descendant(WSMAN, "Selector")
+                    .map(|s| uuid_of(&s.text));
+                stats.step(file, |st| {
+                    let shell = st.name(filter.unwrap(), "S");
+                    let commands: Vec<String> = page
+                        .items
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{} {}",
+                                st.name(c.command_id, "C"),
+                                c.state.as_deref().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    format!("Enumerate commands of {shell}: {}", commands.join(", "))
+                });
             }
             other => panic!("{file}: no parser for {other}"),
         }
         Ok(())
     })();
     match result {
-        Ok(()) => stats.responses_parsed += 1,
+        Ok(()) => {
+            stats.responses_parsed += 1;
+            if let Some(verb) = [
+                (action::DISCONNECT, "Disconnect"),
+                (action::RECONNECT, "Reconnect"),
+                (action::DELETE, "Delete"),
+            ]
+            .iter()
+            .find(|(a, _)| *a == rec.action)
+            .map(|(_, v)| *v)
+            {
+                stats.step(file, |st| {
+                    format!("{verb} {}", st.name(rec.shell_id.unwrap(), "S"))
+                });
+            }
+        }
         Err(WsmanError::Fault(fault)) => {
             stats.responses_parsed += 1;
             let recorded_code: u32 = response
@@ -458,10 +612,12 @@ fn wsman_requests_and_responses_of_windows_hosts() {
     files.sort();
     let mut stats = Stats::default();
     let mut disconnected_commands: Vec<String> = Vec::new();
+    let mut small_envelopes: Vec<u32> = Vec::new();
     for path in &files {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         stats.recordings += 1;
         let mut with_powershell = false;
+        let mut payloads = Payloads::default();
         for exchange in exchanges(path) {
             stats.requests += 1;
             let req = xml::parse(exchange.request.as_bytes()).unwrap();
@@ -484,11 +640,14 @@ fn wsman_requests_and_responses_of_windows_hosts() {
             if rec.resource_uri.starts_with(resource::POWERSHELL_PREFIX) {
                 with_powershell = true;
             }
-            if file == "test_psrp_disconnected_commands.yml" {
+            if file == DISCONNECTED_COMMANDS {
                 disconnected_commands.push(short);
             }
+            if file == "test_psrp_small_msg_size.yml" {
+                small_envelopes.push(built.max_envelope_size);
+            }
             match &exchange.response {
-                Some(response) => check_response(&file, &rec, response, &mut stats),
+                Some(response) => check_response(&file, &rec, response, &mut stats, &mut payloads),
                 None => stats.responses_missing += 1,
             }
         }
@@ -521,12 +680,26 @@ fn wsman_requests_and_responses_of_windows_hosts() {
         stats.max_envelope_sizes
     );
     println!(
+        "PSRP messages decoded from the parsed payloads: {}",
+        stats.psrp_messages
+    );
+    let versions: BTreeMap<&str, &Vec<String>> = stats
+        .server_protocol_versions
+        .iter()
+        .filter(|(file, _)| file.starts_with("test_psrp_run_protocol_version"))
+        .map(|(file, v)| (file.as_str(), v))
+        .collect();
+    println!("server protocol versions: {versions:?}");
+    println!(
         "receive responses with another command's stream: {:?}",
         stats.foreign_streams
     );
     println!("CreateResponses with rsp:Shell: {}", stats.creates_with_shell);
     println!("ids of another run in a response: {:?}", stats.id_mismatches);
     println!("disconnected commands exchange: {disconnected_commands:?}");
+    for step in &stats.flow {
+        println!("  {step}");
+    }
 
     assert_eq!(stats.recordings, 66);
     assert_eq!(stats.requests, 521);
@@ -573,6 +746,52 @@ fn wsman_requests_and_responses_of_windows_hosts() {
     assert_eq!((stats.shells_enumerated, stats.commands_enumerated), (4, 2));
     assert_eq!((stats.receive_streams, stats.receive_done), (541, 68));
     assert_eq!(stats.creates_with_shell, 74);
+    assert_eq!(stats.psrp_messages, 471);
+    assert_eq!(
+        versions
+            .into_iter()
+            .map(|(f, v)| (f, v.join(",")))
+            .collect::<Vec<_>>(),
+        [
+            ("test_psrp_run_protocol_version_2.1.yml", "2.1".to_string()),
+            ("test_psrp_run_protocol_version_2.2.yml", "2.2".to_string()),
+            ("test_psrp_run_protocol_version_2.3.yml", "2.3".to_string()),
+        ]
+    );
+    // The disconnected-commands exchange, parsed step by step: two pools each with a running
+    // pipeline are disconnected, found again by Enumerate (shells, then each shell's commands),
+    // connected to from a new client session (connectResponseXml carries SESSION_CAPABILITY and
+    // RUNSPACEPOOL_INIT_DATA), their pipelines connected to and received until Done, and closed.
+    let expected = [
+        "Create S1 Some(Connected)",
+        "Receive S1 pool: 2 streams",
+        "Receive S1 pool: 1 streams",
+        "Command S1 C1",
+        "Disconnect S1",
+        "Create S2 Some(Connected)",
+        "Receive S2 pool: 2 streams",
+        "Receive S2 pool: 1 streams",
+        "Command S2 C2",
+        "Disconnect S2",
+        "Enumerate shells: S2 Disconnected, S1 Disconnected",
+        "Enumerate commands of S2: C2 Running",
+        "Enumerate commands of S1: C1 Running",
+        "Connect S2 pool: [SessionCapability, RunspacePoolInitData]",
+        "Receive S2 pool: 1 streams",
+        "Connect S2 C2",
+        "Receive S2 C2: 2 streams",
+        "Receive S2 C2: 2 streams, Done",
+        "Connect S1 pool: [SessionCapability, RunspacePoolInitData]",
+        "Receive S1 pool: 1 streams",
+        "Connect S1 C1",
+        "Receive S1 C1: 2 streams",
+        "Receive S1 C1: 2 streams, Done",
+        "Reconnect S2",
+        "Delete S2",
+        "Reconnect S1",
+        "Delete S1",
+    ];
+    assert_eq!(stats.flow, expected);
     assert_eq!(stats.id_mismatches.len(), 2);
     assert!(
         stats
@@ -580,5 +799,17 @@ fn wsman_requests_and_responses_of_windows_hosts() {
             .iter()
             .all(|m| m.starts_with("test_psrp_run_protocol_version_2.1.yml"))
     );
+    // Small message sizes: the client learns MaxEnvelopeSizekb 32 from the configuration and
+    // sends every later request with MaxEnvelopeSize 32768.
     assert!(stats.max_envelope_sizes.contains_key(&32_768));
+    assert_eq!(small_envelopes.len(), 10);
+    assert_eq!(small_envelopes[0], 153_600);
+    assert!(small_envelopes[1..].iter().all(|size| *size == 32_768));
+    // JEA: a restricted configuration's resource URI on every request to its shell.
+    assert_eq!(
+        stats
+            .resource_uris
+            .get("http://schemas.microsoft.com/powershell/JEARole"),
+        Some(&9)
+    );
 }
