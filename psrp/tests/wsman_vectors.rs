@@ -25,8 +25,8 @@ use psrp::wsman::namespaces::{
 };
 use psrp::wsman::xml::{self, Element};
 use psrp::wsman::{
-    BufferMode, CreatePowerShell, CreateShellBody, Envelope, Fault, SendStream, ShellState, Signal, WsOption,
-    WsmanClient, WsmanError, duration, parse_uuid,
+    Body, BufferMode, CreatePowerShell, CreateShellBody, Envelope, Fault, SendStream, ShellState, Signal,
+    WsOption, WsmanClient, WsmanError, duration, parse_uuid,
 };
 use uuid::Uuid;
 
@@ -305,6 +305,9 @@ struct Stats {
     server_protocol_versions: BTreeMap<String, Vec<String>>,
     /// The disconnected-commands exchange, step by step, ids named in order of appearance.
     flow: Vec<String>,
+    payloads_checked: usize,
+    /// The smallest room left by a recorded payload under the computed capacity.
+    tightest_fit: usize,
     names: BTreeMap<Uuid, String>,
     creates_with_shell: usize,
     id_mismatches: Vec<String>,
@@ -380,6 +383,33 @@ impl Payloads {
             }
         }
         types
+    }
+}
+
+/// The payload of a request (creationXml, Arguments, Stream, connectXml) must fit the capacity
+/// computed for the same envelope without it: pypsrp sized its fragments to MaxEnvelopeSize.
+fn check_capacity(file: &str, built: &Envelope, stats: &mut Stats) {
+    let mut empty = built.clone();
+    let payload = match &mut empty.body {
+        Body::CreateShell(shell) => shell.creation_xml.as_mut().map(std::mem::take),
+        Body::Send(streams) if streams.len() == 1 => Some(std::mem::take(&mut streams[0].data)),
+        Body::Connect { connect_xml, .. } => connect_xml.as_mut().map(std::mem::take),
+        Body::CommandLine { arguments, .. }
+            if arguments.len() == 1 && built.resource_uri.starts_with(resource::POWERSHELL_PREFIX) =>
+        {
+            Some(decode(&std::mem::take(&mut arguments[0])))
+        }
+        _ => None,
+    };
+    if let Some(payload) = payload {
+        let capacity = empty.payload_capacity();
+        assert!(
+            payload.len() <= capacity,
+            "{file}: {} > {capacity}",
+            payload.len()
+        );
+        stats.payloads_checked += 1;
+        stats.tightest_fit = stats.tightest_fit.min(capacity - payload.len());
     }
 }
 
@@ -610,7 +640,10 @@ fn wsman_requests_and_responses_of_windows_hosts() {
         })
         .collect();
     files.sort();
-    let mut stats = Stats::default();
+    let mut stats = Stats {
+        tightest_fit: usize::MAX,
+        ..Stats::default()
+    };
     let mut disconnected_commands: Vec<String> = Vec::new();
     let mut small_envelopes: Vec<u32> = Vec::new();
     for path in &files {
@@ -631,6 +664,7 @@ fn wsman_requests_and_responses_of_windows_hosts() {
                 *stats.faults.entry("RemoteFault").or_default() += 1;
                 continue;
             };
+            check_capacity(&file, &built, &mut stats);
             let ours = xml::parse(&built.to_bytes()).unwrap();
             assert_eq!(canon(&ours), canon(&req), "{file}: {} differs", rec.action);
             stats.requests_identical += 1;
@@ -682,6 +716,10 @@ fn wsman_requests_and_responses_of_windows_hosts() {
     println!(
         "PSRP messages decoded from the parsed payloads: {}",
         stats.psrp_messages
+    );
+    println!(
+        "request payloads within the computed capacity: {} (closest: {} bytes to spare)",
+        stats.payloads_checked, stats.tightest_fit
     );
     let versions: BTreeMap<&str, &Vec<String>> = stats
         .server_protocol_versions
@@ -747,6 +785,10 @@ fn wsman_requests_and_responses_of_windows_hosts() {
     assert_eq!((stats.receive_streams, stats.receive_done), (541, 68));
     assert_eq!(stats.creates_with_shell, 74);
     assert_eq!(stats.psrp_messages, 471);
+    // Every payload pypsrp sent fits the capacity computed for its envelope, and the fullest
+    // ones came within a few bytes of it: the computation is neither short nor generous.
+    assert_eq!(stats.payloads_checked, 146);
+    assert!(stats.tightest_fit < 64, "{}", stats.tightest_fit);
     assert_eq!(
         versions
             .into_iter()

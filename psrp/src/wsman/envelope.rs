@@ -282,6 +282,16 @@ fn bool_text(b: bool) -> &'static str {
 }
 
 impl Envelope {
+    /// How many payload bytes (PSRP fragments, before base64) still fit into this envelope under
+    /// its `MaxEnvelopeSize` (MS-WSMV 3.1.4.1.7): build the request with an empty payload, ask,
+    /// and fragment to at most that (MS-PSRP 3.1.5.1.1: as many fragments per message as fit).
+    /// Base64 takes 4 bytes for every 3; the HTTP layer's encryption is outside the envelope.
+    pub fn payload_capacity(&self) -> usize {
+        let used = self.to_bytes().len();
+        let room = (self.max_envelope_size as usize).saturating_sub(used);
+        room / 4 * 3
+    }
+
     /// The envelope's XML (UTF-8, no declaration).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = XmlWriter::new();
@@ -420,7 +430,7 @@ impl Envelope {
                     w.element("rsp:BufferMode", &[], mode.as_str());
                 }
                 if let Some(data) = &shell.creation_xml {
-                    w.element(
+                    w.element_full(
                         "creationXml",
                         &[("xmlns", super::namespaces::POWERSHELL)],
                         &BASE64.encode(data),
@@ -440,7 +450,7 @@ impl Envelope {
                 }
                 w.element("rsp:Command", &[], command);
                 for argument in arguments {
-                    w.element("rsp:Arguments", &[], argument);
+                    w.element_full("rsp:Arguments", &[], argument);
                 }
                 w.end("rsp:CommandLine");
             }
@@ -455,7 +465,7 @@ impl Envelope {
                     if let Some(end) = stream.end {
                         attrs.push(("End", bool_text(end)));
                     }
-                    w.element("rsp:Stream", &attrs, &BASE64.encode(&stream.data));
+                    w.element_full("rsp:Stream", &attrs, &BASE64.encode(&stream.data));
                 }
                 w.end("rsp:Send");
             }
@@ -507,7 +517,7 @@ impl Envelope {
                 match connect_xml {
                     Some(data) => {
                         w.start("rsp:Connect", &attrs);
-                        w.element(
+                        w.element_full(
                             "connectXml",
                             &[("xmlns", super::namespaces::POWERSHELL)],
                             &BASE64.encode(data),

@@ -226,6 +226,15 @@ impl WsmanClient {
         )
     }
 
+    /// The largest PSRP payload one Send to a pipeline can carry under this client's
+    /// `max_envelope_size`: the fragment size to give the runspace pool (`PoolOptions`), so that
+    /// every fragment fits a Send (a Create or Command carries a little less; ask their envelope's
+    /// [`Envelope::payload_capacity`]).
+    pub fn max_send_payload(&self, shell_id: Uuid) -> usize {
+        self.send(shell_id, "stdin", Some(Uuid::max()), &[])
+            .payload_capacity()
+    }
+
     /// Send of several streams in one request.
     pub fn send_streams(&self, shell_id: Uuid, streams: Vec<SendStream>) -> Envelope {
         self.shell_envelope(action::SEND, shell_id, Body::Send(streams))

@@ -356,3 +356,24 @@ fn text_is_escaped_and_read_back() {
     assert_eq!(var.attr("Name"), Some(name));
     assert_eq!(var.text, "]]> &amp; <![CDATA[");
 }
+
+#[test]
+fn payload_capacity_fills_the_envelope_exactly() {
+    for size in [32_768u32, 153_600, 512_000] {
+        let mut c = client();
+        c.max_envelope_size = size;
+        let capacity = c.max_send_payload(SHELL_ID);
+        let full = c.send(SHELL_ID, "stdin", Some(COMMAND_ID), &vec![0x5a; capacity]);
+        assert!(full.to_bytes().len() <= size as usize);
+        assert!(
+            full.to_bytes().len() > size as usize - 4,
+            "{} of {size}",
+            full.to_bytes().len()
+        );
+        let over = c.send(SHELL_ID, "stdin", Some(COMMAND_ID), &vec![0x5a; capacity + 1]);
+        assert!(over.to_bytes().len() > size as usize);
+    }
+    let mut tiny = client();
+    tiny.max_envelope_size = 100;
+    assert_eq!(tiny.max_send_payload(SHELL_ID), 0);
+}

@@ -300,6 +300,14 @@ impl XmlWriter {
         }
     }
 
+    /// `<name attrs>text</name>`, also when the text is empty: payload elements, so an envelope
+    /// built with an empty payload measures what a full one adds around its text.
+    pub fn element_full(&mut self, name: &str, attrs: &[(&str, &str)], text: &str) {
+        self.start(name, attrs);
+        self.text(text);
+        self.end(name);
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.writer.into_inner()
     }
