@@ -540,6 +540,7 @@ fn check_response(file: &str, rec: &Recorded, response: &str, stats: &mut Stats,
                         shell_label("state")
                     );
                     assert_eq!(shell.buffer_mode, Some(BufferMode::Block));
+                    assert!(shell.is_powershell());
                     assert_eq!(shell.idle_timeout, Some(Duration::from_secs(7200)));
                     assert!(
                         shell.owner.is_some() && shell.client_ip.is_some() && shell.shell_run_time.is_some()

@@ -66,6 +66,41 @@ fn number_of(e: &Element, name: &'static str) -> Result<Option<u32>, WsmanError>
 }
 
 impl ShellInfo {
+    /// A shell known only by its id (a CreateResponse with `wst:ResourceCreated` alone).
+    pub fn with_id(shell_id: Uuid) -> ShellInfo {
+        ShellInfo {
+            shell_id,
+            name: None,
+            resource_uri: None,
+            owner: None,
+            client_ip: None,
+            process_id: None,
+            state: None,
+            idle_timeout: None,
+            max_idle_timeout: None,
+            buffer_mode: None,
+            shell_run_time: None,
+            shell_inactivity: None,
+            input_streams: None,
+            output_streams: None,
+            locale: None,
+            data_locale: None,
+            compression_mode: None,
+            profile_loaded: None,
+            encoding: None,
+            memory_used: None,
+            child_processes: None,
+        }
+    }
+
+    /// Whether the shell is a PowerShell runspace pool (its resource URI is a session
+    /// configuration's), as opposed to a WinRS `cmd` shell.
+    pub fn is_powershell(&self) -> bool {
+        self.resource_uri
+            .as_deref()
+            .is_some_and(|uri| uri.starts_with(super::namespaces::resource::POWERSHELL_PREFIX))
+    }
+
     /// Reads an `rsp:Shell` element.
     pub(crate) fn from_element(shell: &Element) -> Result<ShellInfo, WsmanError> {
         let id = shell

@@ -53,6 +53,11 @@ impl WsmanError {
             _ => None,
         }
     }
+
+    /// The server's "nothing within the OperationTimeout": for a Receive, ask again.
+    pub fn is_operation_timeout(&self) -> bool {
+        matches!(self.fault(), Some(Fault::OperationTimeout(_)))
+    }
 }
 
 /// A `wsman:Selector` of the `wsman:SelectorSet` (the shell's `ShellId`).

@@ -422,29 +422,7 @@ pub fn parse_create_response(bytes: &[u8]) -> Result<Response<ShellInfo>, WsmanE
                 .map(|s| s.text.trim())
                 .ok_or(WsmanError::Missing("the ShellId selector"))?;
             let shell_id = parse_uuid(id).ok_or_else(|| WsmanError::invalid("ShellId", id))?;
-            ShellInfo {
-                shell_id,
-                name: None,
-                resource_uri: None,
-                owner: None,
-                client_ip: None,
-                process_id: None,
-                state: None,
-                idle_timeout: None,
-                max_idle_timeout: None,
-                buffer_mode: None,
-                shell_run_time: None,
-                shell_inactivity: None,
-                input_streams: None,
-                output_streams: None,
-                locale: None,
-                data_locale: None,
-                compression_mode: None,
-                profile_loaded: None,
-                encoding: None,
-                memory_used: None,
-                child_processes: None,
-            }
+            ShellInfo::with_id(shell_id)
         }
     };
     Ok(Response { header, body: shell })

@@ -287,7 +287,18 @@ fn faults_by_cause() {
             assert!(f.to_string().contains(&code.to_string()));
         }
     }
+    let timeout = fault(
+        "TimedOut",
+        2_150_858_793,
+        "The WS-Management service cannot complete the operation within the time specified in OperationTimeout.",
+    );
+    assert!(
+        parse_receive_response(&timeout)
+            .unwrap_err()
+            .is_operation_timeout()
+    );
     let q = fault("QuotaLimit", 2_150_859_173, "max shells");
+    assert!(!parse_header(&q).unwrap_err().is_operation_timeout());
     assert!(matches!(
         *parse_header(&q).unwrap_err().fault().unwrap(),
         Fault::QuotaLimit(_)
@@ -298,8 +309,8 @@ fn faults_by_cause() {
 fn create_response_with_resource_created_only() {
     let response = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"><s:Header><a:Action>http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse</a:Action></s:Header><s:Body><x:ResourceCreated><a:Address>http://host:5985/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://schemas.microsoft.com/powershell/Microsoft.PowerShell</w:ResourceURI><w:SelectorSet><w:Selector Name="ShellId">B2E1C91B-A3AA-41B4-B346-405E6A90005B</w:Selector></w:SelectorSet></a:ReferenceParameters></x:ResourceCreated></s:Body></s:Envelope>"#;
     let shell = parse_create_response(response).unwrap().body;
-    assert_eq!(shell.shell_id, SHELL_ID);
-    assert_eq!(shell.state, None);
+    assert_eq!(shell, ShellInfo::with_id(SHELL_ID));
+    assert!(!shell.is_powershell());
 }
 
 #[test]
