@@ -103,8 +103,9 @@ pub struct OperationId {
     /// A retransmission of an earlier request of this operation: `s:mustUnderstand="true"` on
     /// the `wsmv:OperationID` header (MS-WSMV 3.1.4.1.39); the server then answers from its cache.
     pub retransmission: bool,
-    /// `wsmv:SequenceID` (MS-WSMV 2.2.4.46): 1 for the first message of an operation, which is
-    /// what a request carries; the server numbers its responses from 1 on.
+    /// `wsmv:SequenceId` (MS-WSMV 2.2.4.46 names the element `SequenceID`; Windows writes
+    /// `SequenceId`, as in the examples of 4.11): 1 for the first message of an operation, which
+    /// is what a request carries; the server numbers its responses from 1 on.
     pub sequence_id: u64,
 }
 
@@ -160,6 +161,10 @@ pub enum Body {
         /// Space-separated stream names (`stdout`; WinRS: `stdout stderr`).
         streams: String,
         command_id: Option<Uuid>,
+        /// The `SequenceId` attribute Windows' own client puts on `rsp:Receive` (MS-WSMV 4.8.4,
+        /// an informative example; the schema in 2.2.4.26 does not list it): the number of this
+        /// Receive of the command. See [`super::receive`].
+        sequence_id: Option<u64>,
     },
     /// `rsp:Signal` (MS-WSMV 2.2.4.38).
     Signal { command_id: Option<Uuid>, code: String },
@@ -182,8 +187,9 @@ pub enum Body {
     },
     /// `wsen:Pull` of the next page of an enumeration (MS-WSMV 3.1.4.9).
     Pull { context: String, max_elements: u32 },
-    /// `wsmv:Acknowledge` (MS-WSMV 2.2.4.44, 3.1.4.18): the last robust-connection response the
-    /// client has kept.
+    /// An Acknowledge (MS-WSMV 2.2.4.44, 3.1.4.18): `wsmv:LastSequenceIdReceived`, the last
+    /// robust-connection response the client has kept, directly in the body as in the example of
+    /// MS-WSMV 4.11.3.
     Acknowledge { last_sequence_id_received: u64 },
 }
 
@@ -297,6 +303,18 @@ impl Envelope {
         room / 4 * 3
     }
 
+    /// The same request sent again after a network failure (MS-WSMV 3.1.4.1.39, example in
+    /// 4.11.3): same MessageID, same OperationID with `mustUnderstand="true"`, so that a server
+    /// with robust connection support answers from its cache. `None` when the request carried no
+    /// OperationID (then there is no cache to ask).
+    pub fn retransmission(&self) -> Option<Envelope> {
+        let op = self.operation_id?;
+        Some(Envelope {
+            operation_id: Some(op.retransmit()),
+            ..self.clone()
+        })
+    }
+
     /// The envelope's XML (UTF-8, no declaration).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = XmlWriter::new();
@@ -362,7 +380,7 @@ impl Envelope {
                 &uuid_uri(op.id),
             );
             w.element(
-                "wsmv:SequenceID",
+                "wsmv:SequenceId",
                 &[("s:mustUnderstand", "false")],
                 &op.sequence_id.to_string(),
             );
@@ -474,8 +492,16 @@ impl Envelope {
                 }
                 w.end("rsp:Send");
             }
-            Body::Receive { streams, command_id } => {
-                w.start("rsp:Receive", &[]);
+            Body::Receive {
+                streams,
+                command_id,
+                sequence_id,
+            } => {
+                let sequence = sequence_id.map(|n| n.to_string());
+                match &sequence {
+                    Some(n) => w.start("rsp:Receive", &[("SequenceId", n)]),
+                    None => w.start("rsp:Receive", &[]),
+                }
                 let id = command_id.map(upper);
                 match &id {
                     Some(id) => w.element("rsp:DesiredStream", &[("CommandId", id)], streams),
@@ -564,13 +590,11 @@ impl Envelope {
             Body::Acknowledge {
                 last_sequence_id_received,
             } => {
-                w.start("wsmv:Acknowledge", &[]);
                 w.element(
                     "wsmv:LastSequenceIdReceived",
                     &[],
                     &last_sequence_id_received.to_string(),
                 );
-                w.end("wsmv:Acknowledge");
             }
         }
     }
@@ -596,8 +620,8 @@ pub struct ResponseHeader {
     /// `wsmv:OperationID`: present when the server supports robust connections for the request's
     /// resource and the request carried an operation id (MS-WSMV 3.1.4.1.39).
     pub operation_id: Option<Uuid>,
-    /// `wsmv:SequenceID`: the number of this response within its operation (MS-WSMV 3.1.6.6);
-    /// what a client names in an Acknowledge once it has kept the response.
+    /// `wsmv:SequenceId` (or `SequenceID`): the number of this response within its operation
+    /// (MS-WSMV 3.1.6.6); what a client names in an Acknowledge once it has kept the response.
     pub sequence_id: Option<u64>,
 }
 
@@ -642,10 +666,13 @@ pub(crate) fn read_envelope(bytes: &[u8]) -> Result<(ResponseHeader, Element), W
             header.operation_id =
                 Some(parse_uuid(op).ok_or_else(|| WsmanError::invalid("wsmv:OperationID", op))?);
         }
-        if let Some(seq) = h.child_text(WSMV, "SequenceID") {
+        if let Some(seq) = h
+            .child_text(WSMV, "SequenceId")
+            .or_else(|| h.child_text(WSMV, "SequenceID"))
+        {
             header.sequence_id = Some(
                 seq.parse()
-                    .map_err(|_| WsmanError::invalid("wsmv:SequenceID", seq))?,
+                    .map_err(|_| WsmanError::invalid("wsmv:SequenceId", seq))?,
             );
         }
     }

@@ -28,7 +28,7 @@ pub use envelope::{
 pub use fault::{Fault, FaultDetail};
 pub use receive::{CommandState, CommandStateKind, ReceiveResponse, ReceivedStream, parse_receive_response};
 pub use shell::{
-    ConnectResponse, CreatePowerShell, Signal, WsmanClient, parse_command_response,
+    ConnectResponse, CreatePowerShell, Signal, WsmanClient, parse_acknowledge, parse_command_response,
     parse_config_max_envelope_size, parse_connect_response, parse_create_response, parse_empty_response,
     parse_get_shell_response,
 };

@@ -3,25 +3,35 @@
 //!
 //! # Acknowledging received output
 //!
-//! A WinRS Receive has no acknowledgement of its own: `rsp:Receive` carries only the desired
-//! streams (MS-WSMV 2.2.4.26), and the `SequenceID` attribute of `rsp:ReceiveResponse` "is
-//! reserved for future use and SHOULD be ignored" (2.2.4.27). The server discards what a
-//! ReceiveResponse carried once it has sent it, so the one rule that always holds is the client's:
-//! persist a response's output before sending the next Receive, because the next Receive is what
-//! lets the server move on.
+//! "Output is persisted before more is requested" rests on three mechanisms, from the one every
+//! server has to the one only some offer:
 //!
-//! Where the server offers more, it is Robust Connection Support (MS-WSMV 3.1.4.1.39), which
-//! Windows implements for custom remote shells such as PowerShell's: a client that puts a
-//! `wsmv:OperationID` (and `wsmv:SequenceID` 1) on its Receive
-//! ([`super::Envelope::operation_id`]) gets the same OperationID and a numbered `wsmv:SequenceID`
-//! on every response ([`super::ResponseHeader`]); the server caches those responses, and after an
-//! outage the client sends the request again with the same id as a retransmission
-//! ([`super::OperationId::retransmit`]) to get what it missed. When the cache is full the server
-//! sends an AcknowledgeRequest (3.1.6.6, [`super::ResponseHeader::acknowledge_requested`]); the
-//! client answers with an Acknowledge naming the last sequence number it has kept
-//! ([`super::WsmanClient::acknowledge`], 3.1.4.18), and the server deletes the responses up to it.
-//! A server without robust connections for the resource ignores the OperationID and leaves both
-//! headers out of its responses, which is how a client tells the two apart.
+//! 1. **The next Receive.** A server hands out output once: what a ReceiveResponse carried is gone
+//!    from its buffer, and it waits for the next Receive before sending more (MS-WSMV 3.1.4.14;
+//!    MS-PSRP 3.1.4.10.3: after each ReceiveResponse the client MUST send another Receive). So a
+//!    client persists a response's output (status, output ConfigMap) and only then sends the next
+//!    Receive; while it has not, a disconnected server buffers the rest (BufferMode Block).
+//! 2. **`rsp:Receive/@SequenceId`.** Windows' own client numbers its Receives
+//!    (`<rsp:Receive SequenceId="0">`) and the server echoes the number on the ReceiveResponse
+//!    (the Custom Shell Receive example, MS-WSMV 4.8.4). The schemas leave the request attribute
+//!    out (2.2.4.26) and call the response's `SequenceID` reserved, to be ignored (2.2.4.27): it
+//!    correlates a response with the Receive it answers, it does not make a server resend.
+//!    [`super::WsmanClient::receive_numbered`] writes it, [`ReceiveResponse::sequence_id`] reads
+//!    the echo.
+//! 3. **Robust Connection Support** (MS-WSMV 3.1.4.1.39), which a server SHOULD offer for custom
+//!    remote shells such as PowerShell's: a client that puts a `wsmv:OperationID` and
+//!    `wsmv:SequenceId` 1 on its request ([`super::Envelope::operation_id`]) gets the same
+//!    OperationID and a numbered `wsmv:SequenceId` on every response ([`super::ResponseHeader`]);
+//!    the server keeps those responses, and after a network failure the client sends the same
+//!    request again with the OperationID's `mustUnderstand="true"`
+//!    ([`super::Envelope::retransmission`]): the server answers with an Acknowledge of what it had
+//!    received ([`super::parse_acknowledge`]) and the responses the client missed (example in
+//!    4.11.3). When its cache is full the server sends an AcknowledgeRequest (3.1.6.6,
+//!    [`super::ResponseHeader::acknowledge_requested`]); the client answers with an Acknowledge
+//!    naming the last sequence number it has persisted ([`super::WsmanClient::acknowledge`],
+//!    3.1.4.18), and the server deletes the responses up to it. A server without robust
+//!    connections for the resource ignores the OperationID and leaves both headers out of its
+//!    responses, which is how a client tells whether it has them.
 
 use uuid::Uuid;
 
@@ -80,8 +90,8 @@ pub struct ReceiveResponse {
     /// Every `rsp:Stream` chunk, in order.
     pub streams: Vec<ReceivedStream>,
     pub command_state: Option<CommandState>,
-    /// `rsp:ReceiveResponse/@SequenceID`, kept as sent: MS-WSMV 2.2.4.27 reserves it and says to
-    /// ignore it (the acknowledgement that exists is robust connections', see the module doc).
+    /// `rsp:ReceiveResponse/@SequenceId` (2.2.4.27 spells it `SequenceID`, reserves it and says to
+    /// ignore it; Windows echoes the Receive's `SequenceId` in it, example of 4.8.4).
     pub sequence_id: Option<u64>,
 }
 
@@ -115,11 +125,11 @@ pub fn parse_receive_response(bytes: &[u8]) -> Result<Response<ReceiveResponse>,
         .child(SHELL, "ReceiveResponse")
         .ok_or(WsmanError::Missing("rsp:ReceiveResponse"))?;
     let mut out = ReceiveResponse {
-        sequence_id: match rr.attr("SequenceID") {
+        sequence_id: match rr.attr("SequenceId").or_else(|| rr.attr("SequenceID")) {
             Some(s) => Some(
                 s.trim()
                     .parse()
-                    .map_err(|_| WsmanError::invalid("ReceiveResponse/@SequenceID", s))?,
+                    .map_err(|_| WsmanError::invalid("ReceiveResponse/@SequenceId", s))?,
             ),
             None => None,
         },
@@ -143,7 +153,9 @@ pub fn parse_receive_response(bytes: &[u8]) -> Result<Response<ReceiveResponse>,
             data,
         });
     }
-    if let Some(cs) = rr.child(SHELL, "CommandState") {
+    // One CommandState by the schema (2.2.4.27), but the example of 4.8.4 has a Pending and then a
+    // Done in one response: the last one is the command's state.
+    if let Some(cs) = rr.children(SHELL, "CommandState").last() {
         let state = cs
             .attr("State")
             .ok_or(WsmanError::Missing("rsp:CommandState/@State"))?;

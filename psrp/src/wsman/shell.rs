@@ -255,10 +255,21 @@ impl WsmanClient {
             Body::Receive {
                 streams: streams.to_string(),
                 command_id,
+                sequence_id: None,
             },
         );
         e.options
             .push(WsOption::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True"));
+        e
+    }
+
+    /// Receive numbered as Windows' own client numbers them: `rsp:Receive SequenceId="n"`
+    /// (MS-WSMV 4.8.4). See [`super::receive`] for what the number is and is not.
+    pub fn receive_numbered(&self, shell_id: Uuid, command_id: Option<Uuid>, sequence_id: u64) -> Envelope {
+        let mut e = self.receive(shell_id, command_id);
+        if let Body::Receive { sequence_id: n, .. } = &mut e.body {
+            *n = Some(sequence_id);
+        }
         e
     }
 
@@ -494,6 +505,20 @@ pub fn parse_connect_response(bytes: &[u8]) -> Result<Response<ConnectResponse>,
             output_streams: cr.child_text(SHELL, "OutputStreams").map(str::to_string),
         },
     })
+}
+
+/// Parses a server's Acknowledge (MS-WSMV 3.1.4.18; the example in 4.11.3): the sequence number
+/// of the last message of the operation it received from the client.
+pub fn parse_acknowledge(bytes: &[u8]) -> Result<Response<u64>, WsmanError> {
+    let (header, body) = read_response(bytes, action::ACKNOWLEDGE)?;
+    let last = body
+        .descendant(super::namespaces::WSMV, "LastSequenceIdReceived")
+        .map(|e| e.text.trim())
+        .ok_or(WsmanError::Missing("wsmv:LastSequenceIdReceived"))?;
+    let last = last
+        .parse()
+        .map_err(|_| WsmanError::invalid("wsmv:LastSequenceIdReceived", last))?;
+    Ok(Response { header, body: last })
 }
 
 /// Parses the answer to a request whose response has no content of interest (Send, Signal,

@@ -163,12 +163,16 @@ fn robust_connection_headers() {
     let id = header(&root).child(WSMV, "OperationID").unwrap();
     assert_eq!(id.text, "uuid:00000000-0000-0000-0000-000000ABCDEF");
     assert_eq!(id.attr_ns(SOAP, "mustUnderstand"), Some("false"));
-    assert_eq!(header(&root).child_text(WSMV, "SequenceID"), Some("1"));
+    assert_eq!(header(&root).child_text(WSMV, "SequenceId"), Some("1"));
 
-    receive.operation_id = receive.operation_id.map(OperationId::retransmit);
-    let root = parsed(&receive);
+    // After a network failure: the same request, same MessageID, OperationID mustUnderstand.
+    let again = receive.retransmission().unwrap();
+    assert_eq!(again.message_id, receive.message_id);
+    let root = parsed(&again);
     let id = header(&root).child(WSMV, "OperationID").unwrap();
     assert_eq!(id.attr_ns(SOAP, "mustUnderstand"), Some("true"));
+    assert_eq!(header(&root).child_text(WSMV, "SequenceId"), Some("1"));
+    assert!(c.receive(SHELL_ID, None).retransmission().is_none());
 
     let ack = parsed(&c.acknowledge(op, 42));
     assert_eq!(
@@ -176,27 +180,105 @@ fn robust_connection_headers() {
         Some(resource::ROBUST_CONNECTION)
     );
     assert_eq!(
-        body(&ack)
-            .child(WSMV, "Acknowledge")
-            .unwrap()
-            .child_text(WSMV, "LastSequenceIdReceived"),
-        Some("42")
+        header(&ack).child_text(ADDRESSING, "Action"),
+        Some(action::ACKNOWLEDGE)
     );
+    assert_eq!(body(&ack).child_text(WSMV, "LastSequenceIdReceived"), Some("42"));
 
-    let response = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Header><a:Action>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse</a:Action><p:OperationID>uuid:00000000-0000-0000-0000-000000ABCDEF</p:OperationID><p:SequenceID>7</p:SequenceID></s:Header><s:Body><rsp:ReceiveResponse><rsp:Stream Name="stdout" CommandId="356E6DC2-6889-4305-9FE6-8B03F44D7210">AAE=</rsp:Stream></rsp:ReceiveResponse></s:Body></s:Envelope>"#;
+    let response = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Header><a:Action>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse</a:Action><p:OperationID s:mustUnderstand="false">uuid:00000000-0000-0000-0000-000000ABCDEF</p:OperationID><p:SequenceId>7</p:SequenceId></s:Header><s:Body><rsp:ReceiveResponse><rsp:Stream Name="stdout" CommandId="356E6DC2-6889-4305-9FE6-8B03F44D7210">AAE=</rsp:Stream></rsp:ReceiveResponse></s:Body></s:Envelope>"#;
     let r = parse_receive_response(response).unwrap();
     assert_eq!(r.header.operation_id, Some(op));
     assert_eq!(r.header.sequence_id, Some(7));
     assert!(!r.header.acknowledge_requested());
     assert_eq!(r.body.streams[0].data, [0, 1]);
+    // The schema's spelling of the header is read too.
+    let schema_spelling = String::from_utf8_lossy(response).replace("SequenceId>", "SequenceID>");
+    assert_eq!(
+        parse_header(schema_spelling.as_bytes()).unwrap().sequence_id,
+        Some(7)
+    );
 
-    let ack_request = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd"><s:Header><a:Action>http://schemas.microsoft.com/wbem/wsman/1/wsman/AcknowledgeRequest</a:Action><p:OperationID>uuid:00000000-0000-0000-0000-000000ABCDEF</p:OperationID><p:SequenceID>9</p:SequenceID></s:Header><s:Body/></s:Envelope>"#;
+    let ack_request = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd"><s:Header><a:Action>http://schemas.microsoft.com/wbem/wsman/1/wsman/AcknowledgeRequest</a:Action><p:OperationID>uuid:00000000-0000-0000-0000-000000ABCDEF</p:OperationID><p:SequenceId>9</p:SequenceId></s:Header><s:Body/></s:Envelope>"#;
     let h = parse_header(ack_request).unwrap();
     assert!(h.acknowledge_requested());
     assert!(matches!(
         parse_receive_response(ack_request),
         Err(WsmanError::UnexpectedAction { .. })
     ));
+
+    // The server's Acknowledge on a retransmission, as in the example of MS-WSMV 4.11.3.
+    let server_ack = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd">
+<s:Header>
+<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>
+<w:ResourceURI s:mustUnderstand="true">http://schemas.microsoft.com/wbem/wsman/1/wsman/RobustConnection</w:ResourceURI>
+<a:Action s:mustUnderstand="true">http://schemas.microsoft.com/wbem/wsman/1/wsman/Acknowledge</a:Action>
+<a:MessageID>uuid:B4C2E4CA-9B86-463E-9C62-C02DEEB7BB58</a:MessageID>
+<p:OperationID>uuid:AD3A70BC-E338-4410-AE86-23F9E1D70FBE</p:OperationID>
+</s:Header>
+<s:Body>
+<p:LastSequenceIdReceived>1</p:LastSequenceIdReceived>
+</s:Body>
+</s:Envelope>"#;
+    let ack = parse_acknowledge(server_ack).unwrap();
+    assert_eq!(ack.body, 1);
+    assert_eq!(
+        ack.header.operation_id,
+        Some(Uuid::from_u128(0xAD3A70BC_E338_4410_AE86_23F9E1D70FBE))
+    );
+}
+
+#[test]
+fn numbered_receive_and_its_echo() {
+    let root = parsed(&client().receive_numbered(SHELL_ID, Some(COMMAND_ID), 3));
+    let r = body(&root).child(SHELL, "Receive").unwrap();
+    assert_eq!(r.attr("SequenceId"), Some("3"));
+    assert!(
+        parsed(&client().receive(SHELL_ID, None))
+            .descendant(SHELL, "Receive")
+            .unwrap()
+            .attr("SequenceId")
+            .is_none()
+    );
+    // The ReceiveResponse of the Custom Shell Receive example (MS-WSMV 4.8.4): the echo, streams
+    // of stdout and stderr and two CommandStates, Pending then Done (the last one counts).
+    let example = br#"<s:Envelope xml:lang="en-US" xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:wsman="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd">
+<s:Header>
+<wsa:Action>
+http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse
+</wsa:Action>
+<wsa:MessageID>uuid:A4FEDB22-489D-42CD-8C1B-2110A79E47FD</wsa:MessageID>
+</s:Header>
+<s:Body>
+<rsp:ReceiveResponse xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" SequenceId="0">
+<rsp:Stream xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" Name="stdout">
+SA==
+</rsp:Stream>
+<rsp:CommandState xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" State="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Pending">
+<rsp:ExitCode>0</rsp:ExitCode>
+</rsp:CommandState>
+<rsp:Stream xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" Name="stderr" End="true">
+</rsp:Stream>
+<rsp:Stream xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" Name="stdout">
+AGUAbABsAG8ALAAgAHcAbwByAGwAZAAhAA==
+</rsp:Stream>
+<rsp:CommandState xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell" State="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done">
+<rsp:ExitCode>0</rsp:ExitCode>
+</rsp:CommandState>
+</rsp:ReceiveResponse>
+</s:Body>
+</s:Envelope>"#;
+    let r = parse_receive_response(example).unwrap().body;
+    assert_eq!(r.sequence_id, Some(0));
+    let names: Vec<_> = r
+        .streams
+        .iter()
+        .map(|s| (s.name.as_str(), s.end, s.data.len()))
+        .collect();
+    assert_eq!(
+        names,
+        [("stdout", false, 1), ("stderr", true, 0), ("stdout", false, 25)]
+    );
+    assert_eq!(r.command_state.unwrap().state, CommandStateKind::Done);
 }
 
 #[test]
