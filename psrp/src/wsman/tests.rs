@@ -470,3 +470,25 @@ fn payload_capacity_fills_the_envelope_exactly() {
     tiny.max_envelope_size = 100;
     assert_eq!(tiny.max_send_payload(SHELL_ID), 0);
 }
+
+#[test]
+fn enumerate_pull_and_get_of_the_mswsmv_examples() {
+    // MS-WSMV 4.7.6: an EnumerateResponse with only a context, then a PullResponse with the shell;
+    // 4.7.7: a GetResponse. Ids as `uuid:` URIs and text wrapped in newlines, as there.
+    let enumerate = b"<s:Envelope xml:lang=\"en-US\" xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\" xmlns:wsen=\"http://schemas.xmlsoap.org/ws/2004/09/enumeration\" xmlns:wsman=\"http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd\">\n<s:Header>\n<wsa:Action >\nhttp://schemas.xmlsoap.org/ws/2004/09/enumeration/EnumerateResponse\n</wsa:Action>\n</s:Header>\n<s:Body>\n<wsen:EnumerateResponse>\n<wsen:EnumerationContext>\nuuid:F2EF0F83-D6E5-4F70-8E6B-D870551A5D9A\n</wsen:EnumerationContext>\n</wsen:EnumerateResponse>\n</s:Body>\n</s:Envelope>";
+    let page = parse_shells(enumerate).unwrap().body;
+    assert!(page.items.is_empty() && page.needs_pull());
+    let pull = parsed(&client().pull(resource::SHELLS, page.context.as_deref().unwrap()));
+    assert_eq!(
+        pull.descendant(ENUMERATION, "EnumerationContext").unwrap().text,
+        "uuid:F2EF0F83-D6E5-4F70-8E6B-D870551A5D9A"
+    );
+    let pulled = b"<s:Envelope xml:lang=\"en-US\" xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\" xmlns:wsen=\"http://schemas.xmlsoap.org/ws/2004/09/enumeration\" xmlns:wsman=\"http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd\">\n<s:Header>\n<wsa:Action >\nhttp://schemas.xmlsoap.org/ws/2004/09/enumeration/PullResponse\n</wsa:Action>\n</s:Header>\n<s:Body>\n<wsen:PullResponse>\n<wsen:Items>\n<rsp:Shell xmlns:rsp=\"http://schemas.microsoft.com/wbem/wsman/1/windows/shell\">\n<rsp:ShellId>\nuuid:5B666291-0910-4E8F-B802-B697ACD7953D\n</rsp:ShellId>\n<rsp:Lifetime>PT28737.000S</rsp:Lifetime>\n<rsp:InputStreams>stdin</rsp:InputStreams>\n<rsp:OutputStreams>stdout stderr</rsp:OutputStreams>\n<rsp:CommandLine>\n<rsp:Command>pause</rsp:Command>\n</rsp:CommandLine>\n</rsp:Shell>\n</wsen:Items>\n<wsen:EndOfSequence/>\n</wsen:PullResponse>\n</s:Body>\n</s:Envelope>";
+    let page = parse_shells(pulled).unwrap().body;
+    assert!(page.end_of_sequence && !page.needs_pull());
+    let id = Uuid::from_u128(0x5B666291_0910_4E8F_B802_B697ACD7953D);
+    assert_eq!(page.items[0].shell_id, id);
+    assert_eq!(page.items[0].output_streams.as_deref(), Some("stdout stderr"));
+    let get = b"<s:Envelope xml:lang=\"en-US\" xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:wsa=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\" xmlns:wsman=\"http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd\">\n<s:Header>\n<wsa:Action>\nhttp://schemas.xmlsoap.org/ws/2004/09/transfer/GetResponse\n</wsa:Action>\n</s:Header>\n<s:Body>\n<rsp:Shell xmlns:rsp=\"http://schemas.microsoft.com/wbem/wsman/1/windows/shell\">\n<rsp:ShellId>\nuuid:5B666291-0910-4E8F-B802-B697ACD7953D\n</rsp:ShellId>\n<rsp:Lifetime>PT27993.000S</rsp:Lifetime>\n</rsp:Shell>\n</s:Body>\n</s:Envelope>";
+    assert_eq!(parse_get_shell_response(get).unwrap().body.shell_id, id);
+}
