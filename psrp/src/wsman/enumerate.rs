@@ -6,8 +6,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::duration;
-use super::envelope::{BufferMode, Response, WsmanError, parse_uuid};
+use super::envelope::BufferMode;
+use super::error::WsmanError;
 use super::namespaces::{ENUMERATION, SHELL, WSMAN, action};
+use super::response::{Response, parse_uuid};
 use super::xml::Element;
 
 /// `rsp:State` of a shell.
@@ -174,7 +176,7 @@ fn page<T>(
     item: &'static str,
     parse: impl Fn(&Element) -> Result<T, WsmanError>,
 ) -> Result<Response<EnumerationPage<T>>, WsmanError> {
-    let (header, body) = super::envelope::read_envelope(bytes)?;
+    let (header, body) = super::response::read_envelope(bytes)?;
     let (container, expected) = if let Some(c) = body.child(ENUMERATION, "EnumerateResponse") {
         (c, action::ENUMERATE_RESPONSE)
     } else if let Some(c) = body.child(ENUMERATION, "PullResponse") {

@@ -1,64 +1,15 @@
 //! The SOAP 1.2 envelope of a request, with the WS-Addressing and WS-Management headers Windows
-//! expects (MS-WSMV 3.1.4.1), and the reading of a response envelope's headers and body.
+//! expects (MS-WSMV 3.1.4.1), and the bodies of the shell operations (MS-WSMV 2.2.4).
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use thiserror::Error;
 use uuid::Uuid;
 
 use super::duration;
-use super::fault::Fault;
-use super::namespaces::{ADDRESSING, ANONYMOUS, SOAP, WSMAN, WSMV, action};
-use super::xml::{self, Element, XmlError, XmlWriter};
-
-/// Why a response could not be used: it is not a WS-Management envelope of the expected kind, or
-/// it is a fault.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum WsmanError {
-    #[error(transparent)]
-    Xml(#[from] XmlError),
-    #[error("not a SOAP 1.2 envelope (root element {0})")]
-    NotEnvelope(String),
-    #[error("the envelope has no {0}")]
-    Missing(&'static str),
-    #[error("expected the action {expected}, the server answered {got}")]
-    UnexpectedAction { expected: &'static str, got: String },
-    #[error("invalid {what}: {value:?}")]
-    Invalid { what: &'static str, value: String },
-    /// The server answered with a fault (boxed: faults carry the remote text).
-    #[error(transparent)]
-    Fault(Box<Fault>),
-}
-
-impl From<Fault> for WsmanError {
-    fn from(fault: Fault) -> Self {
-        WsmanError::Fault(Box::new(fault))
-    }
-}
-
-impl WsmanError {
-    pub(crate) fn invalid(what: &'static str, value: impl Into<String>) -> Self {
-        WsmanError::Invalid {
-            what,
-            value: value.into(),
-        }
-    }
-
-    /// The fault, when the server answered with one.
-    pub fn fault(&self) -> Option<&Fault> {
-        match self {
-            WsmanError::Fault(f) => Some(f),
-            _ => None,
-        }
-    }
-
-    /// The server's "nothing within the OperationTimeout": for a Receive, ask again.
-    pub fn is_operation_timeout(&self) -> bool {
-        matches!(self.fault(), Some(Fault::OperationTimeout(_)))
-    }
-}
+use super::namespaces::{ADDRESSING, ANONYMOUS, SOAP, WSMAN, WSMV};
+use super::xml::XmlWriter;
 
 /// A `wsman:Selector` of the `wsman:SelectorSet` (the shell's `ShellId`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -606,112 +557,4 @@ fn write_selectors(w: &mut XmlWriter, selectors: &[Selector]) {
         w.element("wsman:Selector", &[("Name", &selector.name)], &selector.value);
     }
     w.end("wsman:SelectorSet");
-}
-
-/// The headers of a response that matter to a client.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ResponseHeader {
-    /// `wsa:Action` (empty when the server sent none).
-    pub action: String,
-    /// `wsa:MessageID`.
-    pub message_id: Option<String>,
-    /// `wsa:RelatesTo`: the request's MessageID.
-    pub relates_to: Option<String>,
-    /// `wsmv:OperationID`: present when the server supports robust connections for the request's
-    /// resource and the request carried an operation id (MS-WSMV 3.1.4.1.39).
-    pub operation_id: Option<Uuid>,
-    /// `wsmv:SequenceId` (or `SequenceID`): the number of this response within its operation
-    /// (MS-WSMV 3.1.6.6); what a client names in an Acknowledge once it has kept the response.
-    pub sequence_id: Option<u64>,
-}
-
-impl ResponseHeader {
-    /// The server's cache of robust-connection responses is full: it asks the client to
-    /// acknowledge what it has kept (MS-WSMV 3.1.6.6) with [`super::shell::WsmanClient::acknowledge`].
-    pub fn acknowledge_requested(&self) -> bool {
-        self.action == action::ACKNOWLEDGE_REQUEST
-    }
-}
-
-/// A parsed response: its headers and its typed body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response<T> {
-    pub header: ResponseHeader,
-    pub body: T,
-}
-
-/// Parses a GUID as WS-Management writes it: bare or as a `uuid:` URI, any case.
-pub fn parse_uuid(text: &str) -> Option<Uuid> {
-    let text = text.trim();
-    let text = text
-        .strip_prefix("uuid:")
-        .or_else(|| text.strip_prefix("urn:uuid:"))
-        .unwrap_or(text);
-    Uuid::try_parse(text).ok()
-}
-
-/// Reads an envelope into its headers and body element; a body holding an `s:Fault` is returned
-/// as [`WsmanError::Fault`].
-pub(crate) fn read_envelope(bytes: &[u8]) -> Result<(ResponseHeader, Element), WsmanError> {
-    let root = xml::parse(bytes)?;
-    if !root.is(SOAP, "Envelope") {
-        return Err(WsmanError::NotEnvelope(root.name));
-    }
-    let mut header = ResponseHeader::default();
-    if let Some(h) = root.child(SOAP, "Header") {
-        header.action = h.child_text(ADDRESSING, "Action").unwrap_or("").to_string();
-        header.message_id = h.child_text(ADDRESSING, "MessageID").map(str::to_string);
-        header.relates_to = h.child_text(ADDRESSING, "RelatesTo").map(str::to_string);
-        if let Some(op) = h.child_text(WSMV, "OperationID") {
-            header.operation_id =
-                Some(parse_uuid(op).ok_or_else(|| WsmanError::invalid("wsmv:OperationID", op))?);
-        }
-        if let Some(seq) = h
-            .child_text(WSMV, "SequenceId")
-            .or_else(|| h.child_text(WSMV, "SequenceID"))
-        {
-            header.sequence_id = Some(
-                seq.parse()
-                    .map_err(|_| WsmanError::invalid("wsmv:SequenceId", seq))?,
-            );
-        }
-    }
-    let body = root
-        .children
-        .into_iter()
-        .find(|c| c.is(SOAP, "Body"))
-        .ok_or(WsmanError::Missing("s:Body"))?;
-    if let Some(fault) = body.child(SOAP, "Fault") {
-        return Err(Fault::from_element(fault).into());
-    }
-    Ok((header, body))
-}
-
-/// Reads an envelope and checks its action (when it has one) is `expected`.
-pub(crate) fn read_response(
-    bytes: &[u8],
-    expected: &'static str,
-) -> Result<(ResponseHeader, Element), WsmanError> {
-    let (header, body) = read_envelope(bytes)?;
-    if !header.action.is_empty() && header.action != expected {
-        return Err(WsmanError::UnexpectedAction {
-            expected,
-            got: header.action,
-        });
-    }
-    Ok((header, body))
-}
-
-/// The headers of any response envelope (a fault is an error), to see what it is before
-/// parsing it: e.g. a robust connection's AcknowledgeRequest (MS-WSMV 3.1.6.6).
-pub fn parse_header(bytes: &[u8]) -> Result<ResponseHeader, WsmanError> {
-    read_envelope(bytes).map(|(header, _)| header)
-}
-
-/// Decodes base64 text of a stream or a PowerShell payload (whitespace allowed).
-pub(crate) fn decode_base64(what: &'static str, text: &str) -> Result<Vec<u8>, WsmanError> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    BASE64
-        .decode(compact.as_bytes())
-        .map_err(|_| WsmanError::invalid(what, text.chars().take(40).collect::<String>()))
 }

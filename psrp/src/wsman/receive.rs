@@ -35,8 +35,9 @@
 
 use uuid::Uuid;
 
-use super::envelope::{Response, WsmanError, decode_base64, parse_uuid, read_response};
+use super::error::WsmanError;
 use super::namespaces::{SHELL, action};
+use super::response::{Response, decode_base64, parse_uuid, read_response};
 
 /// `rsp:CommandState/@State` (MS-WSMV 2.2.5.4).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,11 @@ use uuid::Uuid;
 
 use super::enumerate::ShellInfo;
 use super::envelope::{
-    Body, BufferMode, CreateShellBody, Envelope, OperationId, Response, Selector, SendStream, WsOption,
-    WsmanError, decode_base64, parse_uuid, read_response,
+    Body, BufferMode, CreateShellBody, Envelope, OperationId, Selector, SendStream, WsOption,
 };
+use super::error::WsmanError;
 use super::namespaces::{CONFIG, POWERSHELL, SHELL, TRANSFER, action, resource, signal};
+use super::response::{Response, decode_base64, parse_uuid, read_response};
 
 /// The PSRP protocol version a PowerShell client announces on Create and Connect (the
 /// `protocolversion` option with MustComply, MS-PSRP 3.1.5.3.1 and 3.1.5.3.14).
