@@ -15,3 +15,4 @@ pub mod pool;
 pub mod session;
 pub mod state;
 pub mod transport;
+pub mod wsman;
