@@ -359,14 +359,19 @@ struct Pki {
 }
 
 fn pki(names: &[&str]) -> Pki {
+    pki_with(names, &rcgen::PKCS_ECDSA_P256_SHA256)
+}
+
+/// As [`pki`], the server's key (and so the CA's signature over it) of `algorithm`.
+fn pki_with(names: &[&str], algorithm: &'static rcgen::SignatureAlgorithm) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "psrp test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate_for(algorithm).unwrap()).unwrap();
 
-    let server_key = KeyPair::generate().unwrap();
+    let server_key = KeyPair::generate_for(algorithm).unwrap();
     let server_params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
@@ -596,4 +601,33 @@ async fn certificate_authentication() {
     let cert = ClientCertificate::from_pem(pki.client_cert.as_bytes(), pki.client_key.as_bytes()).unwrap();
     let e = WsmanTransport::new(config(server.port, WsmanAuth::Certificate(cert))).unwrap_err();
     assert_eq!(e.reason(), "InvalidConfig");
+}
+
+#[tokio::test]
+async fn ntlm_over_https_carries_the_tls_channel_binding() {
+    // RSA with SHA-384 would change the hash; rcgen's default (ECDSA P-256, SHA-256) and a P-384
+    // certificate (SHA-384) both go through pypsrp's hash selection on the server side.
+    for algorithm in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384] {
+        let pki = pki_with(&["127.0.0.1"], algorithm);
+        let Some(server) = https_server(&pki, &["--auth", "ntlm", "--cbt", "right"]).await else {
+            return;
+        };
+        let transport = WsmanTransport::new(https(server.port, ntlm(PASSWORD), trusting(&pki))).unwrap();
+        for text in ["one", "two"] {
+            let response = transport.post(envelope(text), TIMEOUT).await.unwrap();
+            assert_eq!(response.status, 200);
+            assert_eq!(echo_attr(&response.body, "sha256"), sha256_hex(&envelope(text)));
+        }
+    }
+    // A server that expects another binding (a TLS-terminating man in the middle) refuses.
+    let pki = pki(&["127.0.0.1"]);
+    let Some(server) = https_server(&pki, &["--auth", "ntlm", "--cbt", "wrong"]).await else {
+        return;
+    };
+    let e = WsmanTransport::new(https(server.port, ntlm(PASSWORD), trusting(&pki)))
+        .unwrap()
+        .post(envelope("x"), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WsmanHttpError::AuthFailed { .. }), "{e:?}");
 }

@@ -3,8 +3,9 @@
 NTLM is pyspnego's acceptor (`spnego.server(protocol="ntlm")`, credentials from the file named by
 NTLM_USER_FILE, lines `DOMAIN:USER:PASSWORD`), and the multipart/encrypted framing is pypsrp's
 `WinRMEncryption`: both directions of sealing are checked by code that is not the client's.
-Basic and Certificate (TLS client auth + the mutual secprofile header) are checked here; TLS is
-Python's ssl module.
+Over HTTPS with --cbt the acceptor demands the TLS channel binding (tls-server-end-point, hashed by
+pypsrp's own helper). Basic and Certificate (TLS client auth + the mutual secprofile header) are
+checked here; TLS is Python's ssl module.
 
 It echoes what it decrypts, so the test can compare. The plaintext may ask for behaviour:
   SLEEP=<ms>   answer after that long (a long-poll)
@@ -37,6 +38,8 @@ FAULT = (
 )
 
 ARGS = None
+# The channel binding the NTLM acceptor demands (HTTPS with --cbt), as pyspnego's GssChannelBindings.
+CBT = None
 CONN_IDS = itertools.count(1)
 LOCK = threading.Lock()
 
@@ -91,7 +94,7 @@ class Handler(BaseHTTPRequestHandler):
         scheme, _, token = auth.partition(" ")
         if scheme.lower() in ("negotiate", "ntlm") and token:
             if self.ctx is None or self.ctx.complete:
-                self.ctx = spnego.server(protocol="ntlm")
+                self.ctx = spnego.server(protocol="ntlm", channel_bindings=CBT)
             try:
                 out = self.ctx.step(base64.b64decode(token))
             except Exception as error:  # wrong password, bad token: pyspnego says why
@@ -108,6 +111,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.challenge()
         content_type = self.headers.get("Content-Type", "")
         match = re.search(r'boundary="([^"]*)"', content_type)
+        if ARGS.tls_cert and not content_type.startswith("multipart/encrypted"):
+            # Over HTTPS, TLS protects the session: no message encryption.
+            return self.answer(body, None)
         if not content_type.startswith("multipart/encrypted") or not match:
             # Windows with AllowUnencrypted=false refuses clear text on an NTLM session.
             return self.reply(400, b"unencrypted request refused", "text/plain")
@@ -139,6 +145,16 @@ class Handler(BaseHTTPRequestHandler):
         return 200, head.encode() + plaintext + b"</echo>"
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client closing a kept-alive connection (a reset) is not news; anything else goes to
+        # stderr with --verbose.
+        if ARGS.verbose:
+            super().handle_error(request, client_address)
+
+
 def main():
     global ARGS
     parser = argparse.ArgumentParser()
@@ -149,13 +165,29 @@ def main():
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--client-ca", help="require a client certificate issued by this CA")
+    parser.add_argument(
+        "--cbt",
+        choices=["right", "wrong"],
+        help="NTLM over HTTPS: demand the tls-server-end-point binding of --tls-cert (or of another certificate)",
+    )
     parser.add_argument("--verbose", action="store_true")
     ARGS = parser.parse_args()
     if ARGS.offer is None:
         ARGS.offer = {"ntlm": ["Negotiate"], "basic": ['Basic realm="WSMAN"'], "cert": []}[ARGS.auth]
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    if ARGS.cbt:
+        global CBT
+        from pypsrp.negotiate import HTTPNegotiateAuth
+        from spnego.channel_bindings import GssChannelBindings
+
+        with open(ARGS.tls_cert) as fd:
+            der = ssl.PEM_cert_to_DER_cert(fd.read())
+        digest = HTTPNegotiateAuth._get_certificate_hash(der)
+        if ARGS.cbt == "wrong":
+            digest = bytes(b ^ 0xFF for b in digest)
+        CBT = GssChannelBindings(application_data=b"tls-server-end-point:" + digest)
+
+    server = Server(("127.0.0.1", 0), Handler)
     if ARGS.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(ARGS.tls_cert, ARGS.tls_key)

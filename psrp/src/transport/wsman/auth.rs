@@ -78,6 +78,8 @@ pub(super) struct SecurityContext {
     mechanism: Mechanism,
     target: String,
     complete: bool,
+    /// SEC_CHANNEL_BINDINGS with the TLS channel's `tls-server-end-point` data (HTTPS only).
+    channel_bindings: Option<Vec<u8>>,
     /// The session-encryption protocol named in the multipart framing.
     pub(super) protocol: &'static str,
 }
@@ -117,6 +119,7 @@ impl SecurityContext {
             mechanism: Mechanism::Ntlm(Box::new(ntlm), Box::new(handle)),
             target: format!("HTTP/{host}"),
             complete: false,
+            channel_bindings: None,
             protocol: super::encryption::PROTOCOL_SPNEGO,
         })
     }
@@ -138,8 +141,20 @@ impl SecurityContext {
             mechanism,
             target: format!("HTTP/{host}"),
             complete: false,
+            channel_bindings: None,
             protocol,
         }
+    }
+
+    /// Binds the authentication to the TLS channel: `application_data` is
+    /// `tls-server-end-point:<hash>`, laid out as Windows' SEC_CHANNEL_BINDINGS (no addresses).
+    pub(super) fn bind_channel(&mut self, application_data: &[u8]) {
+        let mut bindings = vec![0u8; 32];
+        // The application data's length and offset are the last two fields of the header.
+        bindings[24..28].copy_from_slice(&(application_data.len() as u32).to_le_bytes());
+        bindings[28..32].copy_from_slice(&32u32.to_le_bytes());
+        bindings.extend_from_slice(application_data);
+        self.channel_bindings = Some(bindings);
     }
 
     pub(super) fn is_complete(&self) -> bool {
@@ -150,7 +165,13 @@ impl SecurityContext {
     /// empty once complete).
     pub(super) async fn step(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>, sspi::Error> {
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let mut input = input.map(|token| vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)]);
+        let mut input = input.map(|token| {
+            let mut buffers = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
+            if let Some(bindings) = &self.channel_bindings {
+                buffers.push(SecurityBuffer::new(bindings.clone(), BufferType::ChannelBindings));
+            }
+            buffers
+        });
         let flags = ClientRequestFlags::CONFIDENTIALITY
             | ClientRequestFlags::INTEGRITY
             | ClientRequestFlags::MUTUAL_AUTH

@@ -391,12 +391,21 @@ impl Inner {
     async fn open(&self) -> Result<Connection, WsmanHttpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tcp = self.connect_tcp().await?;
+        let mut channel_binding = None;
         let io: Box<dyn Io> = match (&self.tls, &self.server_name) {
             (Some(tls), Some(name)) => {
                 let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
                 let handshake = connector.connect(name.clone(), tcp);
                 match tokio::time::timeout(self.config.connect_timeout, handshake).await {
-                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Ok(stream)) => {
+                        channel_binding = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|cert| tls::tls_server_end_point(cert));
+                        Box::new(stream)
+                    }
                     Ok(Err(e)) => return Err(self.tls_error(&e)),
                     Err(_) => {
                         return Err(WsmanHttpError::Tls {
@@ -426,7 +435,7 @@ impl Inner {
             sealed: false,
             idle_since: Instant::now(),
         };
-        self.authenticate(&mut conn).await?;
+        self.authenticate(&mut conn, channel_binding.as_deref()).await?;
         tracing::debug!(
             conn = id, url = %self.config.url(), auth = self.config.auth.scheme(), sealed = conn.sealed,
             "WSMan connection open"
@@ -486,8 +495,13 @@ impl Inner {
 
     /// Authenticates a new connection: nothing to do for Basic and Certificate (their header goes
     /// with every request); the NTLM/Kerberos exchange with empty-bodied POSTs otherwise, as
-    /// pypsrp does before it sends sealed messages.
-    async fn authenticate(&self, conn: &mut Connection) -> Result<(), WsmanHttpError> {
+    /// pypsrp does before it sends sealed messages. Over HTTPS the exchange carries the TLS channel
+    /// binding.
+    async fn authenticate(
+        &self,
+        conn: &mut Connection,
+        channel_binding: Option<&[u8]>,
+    ) -> Result<(), WsmanHttpError> {
         let (mut security, scheme) = match &self.config.auth {
             WsmanAuth::Basic(_) | WsmanAuth::Certificate(_) => return Ok(()),
             WsmanAuth::Ntlm(credentials) => {
@@ -510,6 +524,9 @@ impl Inner {
                 });
             }
         };
+        if let Some(binding) = channel_binding {
+            security.bind_channel(binding);
+        }
         let step_error = |e: sspi::Error| self.auth_failed(e.to_string());
         let mut token = security.step(None).await.map_err(step_error)?;
         for _ in 0..MAX_AUTH_ROUNDS {

@@ -297,6 +297,96 @@ fn classify_rustls(error: &rustls::Error) -> TlsFailure {
     }
 }
 
+/// The `tls-server-end-point` channel binding (RFC 5929 4.1) of the server's certificate: its hash
+/// with the certificate's signature hash, SHA-256 when that is MD5, SHA-1 or unknown (as pypsrp and
+/// Windows compute it). NTLM and Kerberos over HTTPS carry it, so that a server with Extended
+/// Protection (WinRM's `CbtHardeningLevel=Strict`) accepts the authentication.
+pub(super) fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
+    let algorithm = match signature_hash(cert_der) {
+        Some(SignatureHash::Sha384) => &ring::digest::SHA384,
+        Some(SignatureHash::Sha512) => &ring::digest::SHA512,
+        _ => &ring::digest::SHA256,
+    };
+    let mut data = b"tls-server-end-point:".to_vec();
+    data.extend_from_slice(ring::digest::digest(algorithm, cert_der).as_ref());
+    data
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum SignatureHash {
+    Sha256OrWeaker,
+    Sha384,
+    Sha512,
+}
+
+const OID_SHA384_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+const OID_SHA512_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+const OID_RSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+const OID_ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+const OID_ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+const OID_SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+const OID_SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
+
+/// The hash of the certificate's `signatureAlgorithm`, from a short DER walk (a certificate that
+/// does not parse gets SHA-256, and the server then judges the binding).
+fn signature_hash(cert_der: &[u8]) -> Option<SignatureHash> {
+    let (0x30, cert, _) = der(cert_der)? else {
+        return None;
+    };
+    let (0x30, _tbs, rest) = der(cert)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der(rest)? else {
+        return None;
+    };
+    let (0x06, oid, params) = der(algorithm)? else {
+        return None;
+    };
+    let hash_oid = |oid: &[u8]| match oid {
+        OID_SHA384 => SignatureHash::Sha384,
+        OID_SHA512 => SignatureHash::Sha512,
+        _ => SignatureHash::Sha256OrWeaker,
+    };
+    Some(match oid {
+        OID_SHA384_RSA | OID_ECDSA_SHA384 => SignatureHash::Sha384,
+        OID_SHA512_RSA | OID_ECDSA_SHA512 => SignatureHash::Sha512,
+        // RSASSA-PSS-params: SEQUENCE { [0] EXPLICIT hashAlgorithm AlgorithmIdentifier, ... }
+        OID_RSA_PSS => match der(params) {
+            Some((0x30, pss, _)) => match der(pss) {
+                Some((0xa0, explicit, _)) => match der(explicit) {
+                    Some((0x30, hash_algorithm, _)) => match der(hash_algorithm) {
+                        Some((0x06, oid, _)) => hash_oid(oid),
+                        _ => SignatureHash::Sha256OrWeaker,
+                    },
+                    _ => SignatureHash::Sha256OrWeaker,
+                },
+                _ => SignatureHash::Sha256OrWeaker,
+            },
+            _ => SignatureHash::Sha256OrWeaker,
+        },
+        _ => SignatureHash::Sha256OrWeaker,
+    })
+}
+
+/// One DER element: `(tag, content, rest)`.
+fn der(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = data.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +427,27 @@ mod tests {
             assert_eq!(classify(&io).unwrap().0, expected);
         }
         assert!(classify(&io::Error::other("plain")).is_none());
+    }
+
+    #[test]
+    fn channel_binding_hash_follows_the_signature_algorithm() {
+        for (algorithm, expected, len) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, SignatureHash::Sha256OrWeaker, 32),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, SignatureHash::Sha384, 48),
+        ] {
+            let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["h".to_owned()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            assert_eq!(signature_hash(cert.der()), Some(expected));
+            let binding = tls_server_end_point(cert.der());
+            assert_eq!(binding.len(), "tls-server-end-point:".len() + len);
+        }
+        // Garbage never panics and falls back to SHA-256.
+        assert_eq!(signature_hash(b"\x30\x84\xff\xff\xff\xff"), None);
+        assert_eq!(
+            tls_server_end_point(b"").len(),
+            "tls-server-end-point:".len() + 32
+        );
     }
 
     #[test]
