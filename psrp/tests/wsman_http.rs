@@ -234,6 +234,27 @@ async fn ntlm_concurrent_requests_use_separately_authenticated_connections() {
 }
 
 #[tokio::test]
+async fn ntlm_reauthenticates_when_the_server_drops_a_connections_authentication() {
+    let Some(server) = server(&["--auth", "ntlm", "--expire-after", "2"], Scratch::new()).await else {
+        return;
+    };
+    let transport = WsmanTransport::new(config(server.port, ntlm(PASSWORD))).unwrap();
+    let mut conns = Vec::new();
+    for i in 0..5 {
+        let message = envelope(&format!("m{i}"));
+        let response = transport.post(message.clone(), TIMEOUT).await.unwrap();
+        assert_eq!(echo_attr(&response.body, "sha256"), sha256_hex(&message));
+        conns.push(echo_attr(&response.body, "conn"));
+    }
+    // Two messages per connection, then a 401 and a new connection.
+    assert_eq!(conns[0], conns[1]);
+    assert_ne!(conns[1], conns[2]);
+    assert_eq!(conns[2], conns[3]);
+    assert_ne!(conns[3], conns[4]);
+    assert_eq!(transport.idle_connections(), 1);
+}
+
+#[tokio::test]
 async fn ntlm_wrong_password_is_auth_failed() {
     let Some(server) = server(&["--auth", "ntlm"], Scratch::new()).await else {
         return;

@@ -53,6 +53,7 @@ class Handler(BaseHTTPRequestHandler):
             self.conn_id = next(CONN_IDS)
         self.ctx = None
         self.requests = 0
+        self.sealed = 0
 
     def log_message(self, fmt, *args):
         if ARGS.verbose:
@@ -119,6 +120,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(400, b"unencrypted request refused", "text/plain")
         if 'protocol="application/HTTP-SPNEGO-session-encrypted"' not in content_type:
             return self.reply(400, b"wrong encryption protocol", "text/plain")
+        self.sealed += 1
+        if ARGS.expire_after and self.sealed > ARGS.expire_after:
+            # The connection's authentication is no longer accepted, as when a server drops it.
+            self.ctx = None
+            self.sealed = 0
+            return self.challenge()
         encryption = WinRMEncryption(self.ctx, WinRMEncryption.SPNEGO)
         plaintext = encryption.unwrap_message(body, match.group(1))
         return self.answer(plaintext, encryption)
@@ -169,6 +176,9 @@ def main():
         "--cbt",
         choices=["right", "wrong"],
         help="NTLM over HTTPS: demand the tls-server-end-point binding of --tls-cert (or of another certificate)",
+    )
+    parser.add_argument(
+        "--expire-after", type=int, default=0, help="answer 401 to the sealed request after this many on a connection"
     )
     parser.add_argument("--verbose", action="store_true")
     ARGS = parser.parse_args()

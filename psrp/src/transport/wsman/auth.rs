@@ -165,13 +165,16 @@ impl SecurityContext {
     /// empty once complete).
     pub(super) async fn step(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>, sspi::Error> {
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let mut input = input.map(|token| {
-            let mut buffers = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
-            if let Some(bindings) = &self.channel_bindings {
-                buffers.push(SecurityBuffer::new(bindings.clone(), BufferType::ChannelBindings));
-            }
-            buffers
-        });
+        // The channel binding goes with every leg: Kerberos builds its AP-REQ on the first, NTLM
+        // its AUTHENTICATE on the second.
+        let mut buffers = Vec::new();
+        if let Some(token) = input {
+            buffers.push(SecurityBuffer::new(token.to_vec(), BufferType::Token));
+        }
+        if let Some(bindings) = &self.channel_bindings {
+            buffers.push(SecurityBuffer::new(bindings.clone(), BufferType::ChannelBindings));
+        }
+        let mut input = (!buffers.is_empty()).then_some(buffers);
         let flags = ClientRequestFlags::CONFIDENTIALITY
             | ClientRequestFlags::INTEGRITY
             | ClientRequestFlags::MUTUAL_AUTH

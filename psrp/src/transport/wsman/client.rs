@@ -210,29 +210,41 @@ impl Inner {
             Some(conn) => conn,
             None => self.open().await?,
         };
-        let request = self.request(&mut conn, &envelope)?;
-        let raw = match conn.send(request, self).await {
-            Ok(raw) => raw,
-            Err(SendError::NotSent) => {
-                // A kept-alive connection the server had closed: a new one, the message sealed anew
-                // (sealing advances the connection's sequence numbers).
-                tracing::debug!(
-                    conn = conn.id,
-                    "idle connection was closed by the server; reconnecting"
-                );
-                drop(conn);
-                conn = self.open().await?;
-                let request = self.request(&mut conn, &envelope)?;
-                conn.send(request, self).await.map_err(|e| match e {
-                    SendError::NotSent => self.lost("the new connection closed before the request went out"),
-                    SendError::Failed(e) => e,
-                })?
+        let mut retried = false;
+        loop {
+            // Sealed anew for each attempt: sealing advances the connection's sequence numbers.
+            let request = self.request(&mut conn, &envelope)?;
+            match conn.send(request, self).await {
+                // The server dropped the connection's authentication (its context expired, a
+                // restart behind a balancer): it did not process the request, so one retry on a
+                // freshly authenticated connection is safe. A second 401 is a real refusal.
+                Ok(raw) if raw.status == StatusCode::UNAUTHORIZED && conn.security.is_some() && !retried => {
+                    tracing::debug!(
+                        conn = conn.id,
+                        "the server refused an authenticated connection; re-authenticating"
+                    );
+                }
+                Ok(raw) => {
+                    let response = self.response(&mut conn, raw)?;
+                    self.put_idle(conn);
+                    return Ok(response);
+                }
+                // A kept-alive connection the server had closed: the request never left.
+                Err(SendError::NotSent) if !retried => {
+                    tracing::debug!(
+                        conn = conn.id,
+                        "idle connection was closed by the server; reconnecting"
+                    );
+                }
+                Err(SendError::NotSent) => {
+                    return Err(self.lost("the new connection closed before the request went out"));
+                }
+                Err(SendError::Failed(e)) => return Err(e),
             }
-            Err(SendError::Failed(e)) => return Err(e),
-        };
-        let response = self.response(&mut conn, raw)?;
-        self.put_idle(conn);
-        Ok(response)
+            retried = true;
+            drop(conn);
+            conn = self.open().await?;
+        }
     }
 
     fn take_idle(&self) -> Option<Connection> {

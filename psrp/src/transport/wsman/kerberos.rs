@@ -91,7 +91,13 @@ pub(super) async fn step(
     output: &mut [SecurityBuffer],
 ) -> Result<SecurityStatus, Error> {
     // sspi's Kerberos wants an input buffer even on the first leg.
-    let mut input = input.unwrap_or_else(|| vec![SecurityBuffer::new(Vec::new(), BufferType::Token)]);
+    let mut input = input.unwrap_or_default();
+    if !input
+        .iter()
+        .any(|b| b.buffer_type.buffer_type == BufferType::Token)
+    {
+        input.insert(0, SecurityBuffer::new(Vec::new(), BufferType::Token));
+    }
     let status = {
         let mut builder = negotiate
             .initialize_security_context()
