@@ -22,8 +22,12 @@
 //! |---|---|---|
 //! | `Basic` | user, password; HTTPS, or `allow_unencrypted` (WinRM's `AllowUnencrypted=true`, which Windows refuses by default) | `Authorization: Basic` on every request; over HTTP without the allowance nothing is sent: [`WsmanHttpError::UnencryptedRefused`] |
 //! | `Ntlm` | user (`user`, `DOMAIN\user`, `user@domain`), password; a local or domain account | an NTLM exchange per connection under the `Negotiate` scheme; over HTTP every message is then sealed (`multipart/encrypted`, `application/HTTP-SPNEGO-session-encrypted`), since Windows refuses unencrypted traffic by default; over HTTPS TLS protects it |
-//! | `Negotiate`, `Kerberos` | the `kerberos` cargo feature; a domain account as `user@REALM`; a KDC the operator reaches on TCP port 88 (named by `kdc`, or found through DNS SRV records `_kerberos._tcp.REALM`); clocks within 5 minutes of the KDC's; the host's name as its SPN `HTTP/<host>` knows it (not an IP address) | Kerberos (Negotiate falls back to NTLM), sealed as above over HTTP (`application/HTTP-Kerberos-session-encrypted` for `Kerberos`). Pure Rust (sspi): no libkrb5, no keytab, no `krb5.conf` |
+//! | `Negotiate`, `Kerberos` | the `kerberos` cargo feature; a domain account as `user@REALM`; a KDC reachable on TCP (or UDP) port 88, named by the `kdc` field (`tcp://dc1.example.com:88`), else by the env `SSPI_KDC_URL_<REALM>` / `SSPI_KDC_URL`, else by the realm's `kdc` in `/etc/krb5.conf` (`KRB5_CONFIG`); no DNS SRV discovery (that needs sspi's `dns_resolver` feature, left off); clocks within 5 minutes of the KDC's; the host by the name its SPN `HTTP/<host>` has (not an IP address) | Kerberos (Negotiate falls back to NTLM), sealed as above over HTTP (`application/HTTP-Kerberos-session-encrypted` for `Kerberos`). Pure Rust (sspi), the KDC traffic on tokio: no libkrb5, no keytab, no system packages |
 //! | `Certificate` | HTTPS; a client certificate and key (`kubernetes.io/tls`) mapped to a local user on the host (`New-Item WSMan:\localhost\ClientCertificate`) | TLS client authentication, plus the header `Authorization: http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual` |
+//!
+//! Over HTTPS, NTLM and Kerberos carry the TLS channel binding (`tls-server-end-point`, RFC 5929),
+//! so WinRM's Extended Protection (`CbtHardeningLevel=Strict`) accepts them; message encryption
+//! is then TLS's.
 //!
 //! Credentials never reach logs or `Debug` output ([`Password`] is redacted and wiped on drop;
 //! the copies inside HTTP header values and sspi are not wiped by us).
@@ -41,7 +45,10 @@
 //! belongs to it). A request takes an idle connection or opens one, so a Receive long-poll can be
 //! outstanding while a Send or Signal goes out on another connection, as Windows allows. A
 //! connection that failed, timed out or sat idle longer than [`WsmanConfig::idle_timeout`] is
-//! dropped, never reused: a response that did not arrive may still be on its way.
+//! dropped, never reused: a response that did not arrive may still be on its way. A request is
+//! sent again, once, on a new connection only when it provably was not processed: the kept-alive
+//! connection was closed before it went out, or the server answered 401 to a connection it had
+//! authenticated (its context expired).
 //!
 //! # The HTTP stack
 //!
