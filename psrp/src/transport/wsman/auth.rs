@@ -70,6 +70,8 @@ pub(super) enum Mechanism {
     Ntlm(Box<sspi::Ntlm>, Box<Option<sspi::AuthIdentityBuffers>>),
     #[cfg(feature = "kerberos")]
     Negotiate(Box<sspi::Negotiate>, Box<Option<sspi::CredentialsBuffers>>),
+    #[cfg(feature = "kerberos")]
+    Kerberos(Box<sspi::Kerberos>, Box<Option<sspi::CredentialsBuffers>>),
 }
 
 /// One connection's security context: built per connection, because NTLM authenticates a
@@ -214,6 +216,18 @@ impl SecurityContext {
                 )
                 .await?
             }
+            #[cfg(feature = "kerberos")]
+            Mechanism::Kerberos(kerberos, handle) => {
+                super::kerberos::step(
+                    kerberos.as_mut(),
+                    handle.as_mut(),
+                    &self.target,
+                    flags,
+                    input,
+                    &mut output,
+                )
+                .await?
+            }
         };
         self.complete = !matches!(
             status,
@@ -228,6 +242,8 @@ impl SecurityContext {
             Mechanism::Ntlm(ntlm, _) => wrap(ntlm.as_mut(), plaintext),
             #[cfg(feature = "kerberos")]
             Mechanism::Negotiate(negotiate, _) => wrap(negotiate.as_mut(), plaintext),
+            #[cfg(feature = "kerberos")]
+            Mechanism::Kerberos(kerberos, _) => wrap(kerberos.as_mut(), plaintext),
         }
     }
 
@@ -237,6 +253,8 @@ impl SecurityContext {
             Mechanism::Ntlm(ntlm, _) => unwrap(ntlm.as_mut(), signature, sealed),
             #[cfg(feature = "kerberos")]
             Mechanism::Negotiate(negotiate, _) => unwrap(negotiate.as_mut(), signature, sealed),
+            #[cfg(feature = "kerberos")]
+            Mechanism::Kerberos(kerberos, _) => unwrap(kerberos.as_mut(), signature, sealed),
         }
     }
 }

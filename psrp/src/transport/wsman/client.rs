@@ -379,7 +379,7 @@ impl Inner {
             WsmanAuth::Basic(_) => &["basic"],
             WsmanAuth::Ntlm(_) => &["negotiate", "ntlm"],
             WsmanAuth::Negotiate { .. } => &["negotiate"],
-            WsmanAuth::Kerberos { .. } => &["kerberos"],
+            WsmanAuth::Kerberos { .. } => &["negotiate", "kerberos"],
             // Certificate authentication is not announced in WWW-Authenticate.
             WsmanAuth::Certificate(_) => {
                 return self.auth_failed("the server refused the client certificate");
@@ -527,7 +527,7 @@ impl Inner {
             #[cfg(feature = "kerberos")]
             WsmanAuth::Kerberos { credentials, kdc } => (
                 SecurityContext::negotiate(credentials, &self.config.host, true, kdc.as_deref())?,
-                "Kerberos",
+                NEGOTIATE,
             ),
             #[cfg(not(feature = "kerberos"))]
             WsmanAuth::Negotiate { .. } | WsmanAuth::Kerberos { .. } => {
