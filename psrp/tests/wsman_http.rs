@@ -652,3 +652,112 @@ async fn ntlm_over_https_carries_the_tls_channel_binding() {
         .unwrap_err();
     assert!(matches!(e, WsmanHttpError::AuthFailed { .. }), "{e:?}");
 }
+
+/// A loopback server that answers every connection's first request with `reply` (raw bytes),
+/// then closes; `None` closes without answering.
+async fn canned(reply: Option<Vec<u8>>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                // Read the request head and its body (Content-Length), bounded.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while request.len() < 1 << 20 {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_owned())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                if let Some(reply) = reply {
+                    let _ = socket.write_all(&reply).await;
+                }
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+async fn post_to_canned(
+    reply: Option<Vec<u8>>,
+) -> Result<psrp::transport::wsman::WsmanResponse, WsmanHttpError> {
+    let port = canned(reply).await;
+    let mut config = config(port, basic(PASSWORD));
+    config.allow_unencrypted = true;
+    config.max_body_bytes = 1000;
+    WsmanTransport::new(config)
+        .unwrap()
+        .post(envelope("x"), TIMEOUT)
+        .await
+}
+
+#[tokio::test]
+async fn unexpected_responses_are_typed_errors() {
+    let fault: &[u8] =
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/soap+xml;charset=UTF-8\r\n\
+        Content-Length: 13\r\n\r\n<s:Envelope/>";
+    let response = post_to_canned(Some(fault.to_vec())).await.unwrap();
+    assert_eq!(
+        (response.status, &response.body[..]),
+        (500, &b"<s:Envelope/>"[..])
+    );
+
+    let e = post_to_canned(Some(
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, WsmanHttpError::HttpStatus { status: 404, body } if &body[..] == b"nope"),
+        "{e:?}"
+    );
+
+    let e = post_to_canned(Some(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WsmanHttpError::Protocol { .. }), "{e:?}");
+
+    let e = post_to_canned(None).await.unwrap_err();
+    assert!(matches!(e, WsmanHttpError::ConnectionLost { .. }), "{e:?}");
+
+    // Announced too large: refused before reading; streamed too large: cut at the bound.
+    let e = post_to_canned(Some(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, WsmanHttpError::BodyTooLarge { limit: 1000 }), "{e:?}");
+    let chunked = format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{}\r\n1\r\ny\r\n0\r\n\r\n",
+        "x".repeat(1000)
+    );
+    let e = post_to_canned(Some(chunked.into_bytes())).await.unwrap_err();
+    assert!(matches!(e, WsmanHttpError::BodyTooLarge { limit: 1000 }), "{e:?}");
+
+    // An encrypted body on a connection that has no security context is not guessed at.
+    let encrypted: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: multipart/encrypted;\
+        protocol=\"application/HTTP-SPNEGO-session-encrypted\";boundary=\"Encrypted Boundary\"\r\n\
+        Content-Length: 2\r\n\r\nxx";
+    let e = post_to_canned(Some(encrypted.to_vec())).await.unwrap_err();
+    assert!(matches!(e, WsmanHttpError::Protocol { .. }), "{e:?}");
+}
