@@ -30,7 +30,8 @@
 //! is then TLS's.
 //!
 //! Credentials never reach logs or `Debug` output ([`Password`] is redacted and wiped on drop;
-//! the copies inside HTTP header values and sspi are not wiped by us).
+//! the copies inside HTTP header values and sspi are not wiped by us). sspi logs message buffers
+//! (envelopes before sealing, in hex) at `debug`: keep its target at `info` in production filters.
 //!
 //! # TLS
 //!
