@@ -206,11 +206,11 @@ async fn ntlm_concurrent_requests_use_separately_authenticated_connections() {
         return;
     };
     let transport = WsmanTransport::new(config(server.port, ntlm(PASSWORD))).unwrap();
-    // A long-poll (the server holds it 3 s) while three short requests go out one after another:
+    // A long-poll (the server holds it 5 s) while three short requests go out one after another:
     // they are answered while the long-poll is still outstanding.
     let long_poll = {
         let transport = transport.clone();
-        tokio::spawn(async move { transport.post(envelope("Receive SLEEP=3000"), TIMEOUT).await })
+        tokio::spawn(async move { transport.post(envelope("Receive SLEEP=5000"), TIMEOUT).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut short_conns = Vec::new();
@@ -230,6 +230,38 @@ async fn ntlm_concurrent_requests_use_separately_authenticated_connections() {
     short_conns.dedup();
     assert_eq!(short_conns.len(), 1, "{short_conns:?}");
     assert_ne!(short_conns[0], long_conn);
+    assert_eq!(transport.idle_connections(), 2);
+}
+
+#[tokio::test]
+async fn the_pool_bounds_connections_and_queues_requests() {
+    let Some(server) = server(&["--auth", "ntlm"], Scratch::new()).await else {
+        return;
+    };
+    let mut bounded = config(server.port, ntlm(PASSWORD));
+    bounded.max_connections = 2;
+    let transport = WsmanTransport::new(bounded).unwrap();
+    let started = tokio::time::Instant::now();
+    let posts: Vec<_> = (0..6)
+        .map(|i| {
+            let transport = transport.clone();
+            tokio::spawn(async move { transport.post(envelope(&format!("SLEEP=300 {i}")), TIMEOUT).await })
+        })
+        .collect();
+    let mut conns = Vec::new();
+    for post in posts {
+        let response = post.await.unwrap().unwrap();
+        conns.push(echo_attr(&response.body, "conn"));
+    }
+    conns.sort();
+    conns.dedup();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    // Six 300 ms requests over two connections: three rounds at least.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(transport.idle_connections(), 2);
 }
 
