@@ -118,11 +118,18 @@ pub fn parse(body: &[u8]) -> Result<Vec<Part<'_>>, WsmanHttpError> {
         let end = find(&data[from..], MARKER)
             .map(|at| from + at)
             .ok_or_else(|| WsmanHttpError::protocol("encrypted body: no closing boundary"))?;
+        // Tolerate a CRLF between the payload and the next boundary (MIME writers add one;
+        // Windows does not): only when it is exactly what follows the announced length.
+        let sealed_end = if end == original_length + 2 && data[original_length..end] == *b"\r\n" {
+            original_length
+        } else {
+            end
+        };
         parts.push(Part {
             protocol,
             original_length,
             signature,
-            sealed: &data[..end],
+            sealed: &data[..sealed_end],
         });
         rest = &data[end..];
     }
@@ -220,6 +227,16 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!((parts[0].signature, parts[0].sealed), (&b"s1"[..], &b"abc"[..]));
         assert_eq!((parts[1].signature, parts[1].sealed), (&b"s2"[..], &b"de"[..]));
+    }
+
+    #[test]
+    fn a_crlf_before_the_closing_boundary_is_not_payload() {
+        let body = frame(PROTOCOL_SPNEGO, 3, b"sig", b"abc");
+        let text = String::from_utf8(body)
+            .unwrap()
+            .replace("abc--Encrypted", "abc\r\n--Encrypted");
+        let parts = parse(text.as_bytes()).unwrap();
+        assert_eq!(parts[0].sealed, b"abc");
     }
 
     #[test]
