@@ -450,6 +450,55 @@ mod tests {
         );
     }
 
+    /// Each skip option is a warning with the host and the flag as fields; none without them.
+    #[test]
+    fn skips_are_logged_as_structured_warnings() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let logged = |options: TlsOptions| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::WARN)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                client_config(&options, None, "web01.example.com").unwrap();
+            });
+            String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+        };
+        let text = logged(TlsOptions {
+            skip_ca_check: true,
+            skip_cn_check: true,
+            skip_revocation_check: true,
+            ..TlsOptions::default()
+        });
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("WARN")
+                && lines[0].contains("host=\"web01.example.com\"")
+                && lines[0].contains("skip_ca_check=true"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("WARN") && lines[1].contains("skip_cn_check=true"),
+            "{text}"
+        );
+        assert_eq!(logged(TlsOptions::default()), "");
+    }
+
     #[test]
     fn debug_shows_no_key() {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
