@@ -3,7 +3,10 @@
 # Sourced, not run: it defines functions and exports PSSO_VENV and PSSO_CONTROLPLANE_BIN.
 
 # musl-tools: the C side (ring) of the statically linked operator binary; binutils: readelf checks it.
-APT_PACKAGES=(openssh-server openssh-client socat nftables iproute2 procps musl-tools binutils)
+# krb5-kdc, krb5-admin-server (kadmin.local), krb5-gss-samples (gss-server): a real KDC and GSS
+# acceptor for psrp's Kerberos test (the `kerberos` feature).
+APT_PACKAGES=(openssh-server openssh-client socat nftables iproute2 procps musl-tools binutils
+  krb5-kdc krb5-admin-server krb5-gss-samples)
 PHASES=()
 
 phase() {

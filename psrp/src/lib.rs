@@ -2,8 +2,9 @@
 //!
 //! Shaped like psrpcore and pypsrp: a sans-IO protocol core (fragments, messages, CLIXML, runspace
 //! pool and pipeline state machines: bytes in, events out, bytes to send) and transports beside it
-//! that only move bytes (the out-of-process framing over an SSH `powershell` subsystem; later
-//! WS-Management), joined by a small async facade.
+//! that only move bytes (the out-of-process framing over an SSH `powershell` subsystem; SOAP
+//! envelopes over WS-Management's HTTP, with its authentication and message encryption), joined
+//! by a small async facade.
 
 pub mod clixml;
 pub mod crypto;

@@ -2,3 +2,4 @@
 
 pub mod outofproc;
 pub mod ssh;
+pub mod wsman;
