@@ -117,6 +117,16 @@ class Outbox:
             if self.bytes <= limit:
                 break
 
+    def take_message(self, target: Target, message_type: int) -> typing.Optional[bytes]:
+        """The first whole message of this type for the target, as one fragment, out of the queue."""
+        queue = self._queues.get(target, collections.deque())
+        for message in queue:
+            if message.message_type == message_type and not message.sent:
+                queue.remove(message)
+                self.bytes -= len(message.data)
+                return FRAGMENT_HEADER.pack(message.object_id, 0, 0x3, len(message.data)) + message.data
+        return None
+
     def take(self, target: Target, budget: int) -> typing.List[bytes]:
         """Fragments for one Receive response, at most budget bytes of fragments (at least one fragment)."""
         queue = self._queues.get(target)

@@ -26,6 +26,8 @@ import typing
 import uuid
 import xml.etree.ElementTree as ElementTree
 
+from psrpcore.types import PSRPMessageType
+
 from psrp_peer.engine import Owner, ProtocolError, Registry
 from psrp_peer.wsman import faults
 from psrp_peer.wsman.faults import WSManFault
@@ -278,15 +280,15 @@ class ShellService:
                     raise _aborted()
                 if shell.disconnected:
                     raise _shell_disconnected(shell)
+                if caller.gone():
+                    # Nobody to answer: leave the output for the next Receive (or the next client).
+                    raise faults.timed_out()
                 if shell.outbox.has(command_id):
                     break
                 if command_id is not None and shell.command_done(command_id):
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise faults.timed_out()
-                if caller.gone():
-                    # Nobody to answer: leave the output for the next Receive (or the next client).
                     raise faults.timed_out()
                 changed = shell.changed()
                 try:
@@ -375,10 +377,16 @@ class ShellService:
         shell.connect_new_client(Owner(caller.user), request.session_id)
         shell.session.receive(data)  # SESSION_CAPABILITY + CONNECT_RUNSPACEPOOL
         shell.output_ready(shell.session)
-        reply = b"".join(shell.take(None, 1 << 30))  # SESSION_CAPABILITY, RUNSPACEPOOL_INIT_DATA, APP_PRIVATE_DATA
+        # MS-PSRP 3.1.5.3.15: the ConnectResponse carries the server's SESSION_CAPABILITY; RUNSPACEPOOL_INIT_DATA
+        # and APPLICATION_PRIVATE_DATA follow through the client's Receive (3.1.4.10.3).
+        reply = shell.outbox.take_message(None, int(PSRPMessageType.SessionCapability))
+        if reply is None:
+            raise faults.internal_error("The PowerShell plugin did not answer the connect request.")
         shell.client_ip = caller.client_ip
         log.info("shell %s connected by a new client of %s from %s", shell.shell_id, caller.user, caller.client_ip)
         body = ElementTree.Element(q("rsp:ConnectResponse"))
+        ElementTree.SubElement(body, q("rsp:InputStreams")).text = "stdin pr"
+        ElementTree.SubElement(body, q("rsp:OutputStreams")).text = "stdout"
         ElementTree.SubElement(body, q("pwsh:connectResponseXml")).text = base64.b64encode(reply).decode()
         return self._response(request, SHELL_ACTION + "ConnectResponse", body)
 
