@@ -192,6 +192,9 @@ class WSManListener:
             return 500, serialize(faults.invalid_header("The first SequenceID of an operation must be 1.").envelope(
                 request.message_id))
         row = operations.start(caller.user, request.operation_id, caller.connection)
+        # A robust operation goes on when its connection breaks (MS-WSMV 3.1.6.5, 3.1.6.6): what it produces is
+        # kept in the table for the client's retransmission, so a Receive may take output with nobody listening.
+        caller = dataclasses.replace(caller, gone=lambda: False)
         try:
             status, envelope = await self._run(request, caller, robust_headers)
         except BaseException:
