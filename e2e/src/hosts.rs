@@ -55,6 +55,10 @@ pub struct Host {
     pub known_hosts: PathBuf,
     pub host_keys: Vec<String>,
     pub peer_socket: PathBuf,
+    /// The peer's WS-Management listener on the host's address (`None` for a host without a peer).
+    /// Its users are `HostsState::users.password` (Basic, or NTLM with message encryption).
+    #[serde(default)]
+    pub wsman_port: Option<u16>,
     #[serde(default)]
     pub relay: Option<Relay>,
 }
@@ -73,6 +77,21 @@ impl Host {
         format!("{}:{}", self.address, self.port)
             .parse()
             .with_context(|| format!("host {} has no socket address", self.name))
+    }
+
+    /// The host's WS-Management listener (the PSRP peer, plain HTTP).
+    pub fn wsman_addr(&self) -> Result<SocketAddr> {
+        let port = self
+            .wsman_port
+            .with_context(|| format!("host {} runs no WS-Management listener", self.name))?;
+        format!("{}:{}", self.address, port)
+            .parse()
+            .with_context(|| format!("host {} has no socket address", self.name))
+    }
+
+    /// `http://address:5985/wsman`, the URL a WinRM client posts to.
+    pub fn wsman_url(&self) -> Result<String> {
+        Ok(format!("http://{}/wsman", self.wsman_addr()?))
     }
 }
 

@@ -13,7 +13,7 @@ from .addressing import DEFAULT_SUBNET, allocate_blocks
 from .errors import HostctlError
 from .locking import GLOBAL_LOCK
 from .network import NETNS_RE, VETH_RE, HostNet, create_network, netns_list, netns_pids, root_links
-from .peer import check_peer_installed, resolve_peer_python, spawn_peer, wait_peer_ready
+from .peer import WSMAN_PORT, check_peer_installed, resolve_peer_python, spawn_peer, wait_peer_ready
 from .processes import is_running, process_start_time, stop_processes
 from .registry import RunRecord, all_records, read_record, registry_path, run_is_dead, supervisor_socket, write_record
 from .sshd import DEFAULT_MAX_SESSIONS, SSH_PORT, spawn_sshd, wait_sshd_ready, write_host_files
@@ -41,6 +41,8 @@ def host_entry(state_dir: Path, net: HostNet, with_peer: bool) -> dict:
         "known_hosts": str(host_dir / "known_hosts"),
         "host_keys": [],
         "peer_socket": str(host_dir / "peer.sock"),
+        # The peer's WS-Management listener (none without a peer): http://address:wsman_port/wsman.
+        "wsman_port": WSMAN_PORT if with_peer else None,
         "sshd": {"pid": None, "running": False, "config": str(host_dir / "sshd_config"),
                  "log": str(host_dir / "sshd.log"), "pid_file": str(host_dir / "sshd.pid")},
         "peer": {"pid": None, "socket": str(host_dir / "peer.sock"), "log": str(host_dir / "peer.log"),

@@ -108,12 +108,14 @@ async def serve(args: argparse.Namespace) -> None:
     loop.set_exception_handler(lambda _loop, context: log.error("event loop: %s", context.get("message"),
                                                                 exc_info=context.get("exception")))
     registry = Registry()
-    server = PeerServer(args.socket, registry) if args.socket else None
+    server: typing.Optional[PeerServer] = None
     listener: typing.Optional[WSManListener] = None
     ntlm_dir: typing.Optional[str] = None
     try:
-        if server is not None:
-            await server.start()
+        if args.socket:
+            socket_server = PeerServer(args.socket, registry)
+            await socket_server.start()  # SystemExit when another peer serves the socket: leave it alone
+            server = socket_server
             log.info("peer pid %d serving %s", os.getpid(), args.socket)
         if args.wsman:
             settings = wsman_settings(args)
@@ -122,8 +124,9 @@ async def serve(args: argparse.Namespace) -> None:
             store = os.path.join(ntlm_dir, "users")
             settings.users.write_ntlm_store(store)
             os.environ["NTLM_USER_FILE"] = store
-            listener = WSManListener(settings, registry)
-            await listener.start()
+            wsman_listener = WSManListener(settings, registry)
+            await wsman_listener.start()
+            listener = wsman_listener
             log.info("peer pid %d serving wsman %s://%s:%d/wsman", os.getpid(), listener.scheme, settings.host,
                      listener.port)
 
