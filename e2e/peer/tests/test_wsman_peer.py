@@ -320,3 +320,41 @@ def test_vanished_client_shell_removed_after_idle_timeout(own_peer):
     assert peer.stats()["wsman_shells"] == 1
     peer.wait_for_log(f"shell {shell_id} (alice) deleted: idle for 3s", timeout=15)
     assert peer.stats()["wsman_shells"] == 0 and peer.stats()["pipelines"] == 0
+
+
+def self_signed(directory) -> typing.Tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_https_listener_with_basic_and_ntlm(own_peer, tmp_path):
+    cert, key = self_signed(tmp_path)
+    peer = own_peer("--wsman-cert", cert, "--wsman-key", key)
+    assert peer.url.startswith("https://")
+
+    async def body():
+        for auth in ("basic", "ntlm"):
+            info = psrp.WSManInfo("127.0.0.1", scheme="https", port=peer.port, auth=auth, username="bob",
+                                  password=WSMAN_USERS["bob"], verify=cert)
+            async with psrp.AsyncRunspacePool(info) as pool:
+                assert (await run(pool, "Write-Output 'over tls'"))[0] == ["over tls"]
+    arun(body())

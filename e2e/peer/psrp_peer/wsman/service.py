@@ -1,16 +1,20 @@
-"""The WinRS operations of the PowerShell plugin (MS-WSMV 3.1.4.x, with MS-PSRP 3.1.5.3 / 3.2.5.3 for what the
-PowerShell shell carries in them). One ShellService per listener; every shell of every user lives in it.
+"""The WinRS operations of the PowerShell plugin: MS-WSMV 3.1.4.x for the WS-Management side, MS-PSRP 3.1.5.3 and
+3.2.5.3 (the wxf:* message rules) for what a PowerShell shell carries in them. One ShellService per listener;
+every shell of every user lives in it.
 
-    Create       rsp:Shell with pwsh:creationXml (SESSION_CAPABILITY + INIT_RUNSPACEPOOL)   MS-PSRP 3.2.5.3.2
-    Command      rsp:CommandLine, CREATE_PIPELINE in rsp:Arguments                            3.2.5.3.4/5
-    Send         rsp:Stream Name="stdin"|"pr" (pool or CommandId)                             3.2.5.3.6/7
-    Receive      DesiredStream stdout; w:TimedOut after OperationTimeout with no output       3.2.5.3.8
-    Signal       powershell/signal/crtl_c (stop), .../signal/Terminate (close the command)    3.2.5.3.10
-    Delete       the shell (stops its pipelines)                                              3.2.5.3.12
-    Disconnect   rsp:Disconnect with BufferMode and IdleTimeOut (>= 60 s)                     3.1.5.3.16, 3.2.5.3.17
-    Reconnect    the same client resumes                                                      3.2.5.3.19
-    Connect      a new client: pwsh:connectXml -> pwsh:connectResponseXml; then per command   3.2.5.3.20, 3.1.4.10.3
-    Enumerate    the user's shells (rsp:Shell) and the commands of one shell                  MS-WSMV 3.1.4.8.2
+    Create       rsp:Shell + pwsh:creationXml (SESSION_CAPABILITY, INIT_RUNSPACEPOOL)   MS-WSMV 3.1.4.5.2, PSRP 3.1.5.3.1
+                 beyond MaxShellsPerUser: w:QuotaLimit                                  MS-WSMV 3.1.4.5.2.1, 2.2.4.42
+    Command      rsp:CommandLine, CREATE_PIPELINE in rsp:Arguments                      MS-WSMV 3.1.4.11
+    Send         rsp:Stream Name="stdin"|"pr", to the pool or a CommandId               MS-WSMV 3.1.4.13
+    Receive      DesiredStream stdout; w:TimedOut after OperationTimeout                MS-WSMV 3.1.4.14, PSRP 3.2.5.3.7/8
+    Signal       powershell/signal/crtl_c stops, .../signal/Terminate closes a command  MS-WSMV 3.1.4.12, PSRP 3.2.5.3.10
+    Delete       the shell, stopping its pipelines                                      MS-WSMV 3.1.4.4.1
+    Disconnect   rsp:BufferMode Block|Drop, rsp:IdleTimeOut (refused under 60 s)        MS-WSMV 3.1.4.15, PSRP 3.1.5.3.16
+    Reconnect    the same client resumes                                                MS-WSMV 3.1.4.16, PSRP 3.2.5.3.19
+    Connect      a new client: connectXml -> connectResponseXml (SESSION_CAPABILITY);  MS-WSMV 3.1.4.17,
+                 then rsp:Connect CommandId=... per pipeline, and Receive               PSRP 3.1.5.3.14/15, 3.1.4.10.3
+    Enumerate    the user's shells (rsp:Shell), and the commands of one shell           MS-WSMV 3.1.4.8.2
+    Acknowledge  kept robust-connection responses up to a SequenceID                    MS-WSMV 3.1.4.18 (robust.py)
 """
 
 from __future__ import annotations
