@@ -276,3 +276,74 @@ def test_retransmission_waits_for_a_receive_cut_by_an_outage(peer):
         assert b"late" in data
     finally:
         shell.delete()
+
+
+# ---- sealed bodies on an NTLM connection ----------------------------------------------------------------
+
+class NtlmConnection:
+    """A raw keep-alive HTTP connection that authenticates with pyspnego's NTLM initiator, as pypsrp does."""
+
+    def __init__(self, peer: WSManPeer, password: str = WSMAN_USERS["alice"]) -> None:
+        import spnego
+
+        self.sock = socket.create_connection(("127.0.0.1", peer.port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.context = spnego.client("alice", password, hostname="127.0.0.1", service="http", protocol="ntlm",
+                                     options=spnego.NegotiateOptions.wrapping_winrm)
+        token = self.context.step()
+        while True:
+            status, headers, _ = self.request(b"", {"Authorization": "Negotiate " + base64.b64encode(token).decode()})
+            challenge = headers.get("www-authenticate", "")
+            if status != 401 or not challenge.startswith("Negotiate "):
+                break
+            token = self.context.step(base64.b64decode(challenge.split(" ", 1)[1]))
+        self.status = status
+
+    def request(self, body: bytes, headers: typing.Dict[str, str]) -> typing.Tuple[int, typing.Dict[str, str], bytes]:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.sock.sendall(f"POST /wsman HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = int(self.file.readline().split(b" ", 2)[1])
+        response_headers = {}
+        while (line := self.file.readline().rstrip(b"\r\n")):
+            name, _, value = line.decode().partition(":")
+            response_headers[name.lower()] = value.strip()
+        data = self.file.read(int(response_headers.get("content-length", "0")))
+        return status, response_headers, data
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def test_sealed_body_garbage_is_refused(peer):
+    from psrp._io.wsman import encrypt_wsman
+
+    connection = NtlmConnection(peer)
+    try:
+        assert connection.status == 200
+        protocol = 'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";boundary="Encrypted Boundary"'
+        for body in (b"", b"garbage", b"--Encrypted Boundary--\r\n",
+                     b"--Encrypted Boundary\r\n\tContent-Type: application/HTTP-SPNEGO-session-encrypted\r\n"
+                     b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=5\r\n--Encrypted Boundary\r\n"
+                     b"\tContent-Type: application/octet-stream\r\n\x10\x00\x00\x00" + b"\x00" * 20 + b"--Encrypted Boundary--\r\n"):
+            status, _, _ = connection.request(body, {"Content-Type": protocol})
+            assert status == 400
+            connection.close()
+            connection = NtlmConnection(peer)  # a bad seal spoils the context's sequence numbers: start afresh
+        # A well-sealed request works on the same kind of connection.
+        data, content_type = encrypt_wsman(bytearray(envelope(SHELL + "Receive", shell_id=str(uuid.uuid4()))),
+                                           "application/soap+xml;charset=UTF-8",
+                                           "application/HTTP-SPNEGO-session-encrypted", connection.context)
+        status, headers, reply = connection.request(data, {"Content-Type": content_type})
+        assert status == 500 and headers["content-type"].startswith("multipart/encrypted")
+    finally:
+        connection.close()
+    assert peer.alive()
+
+
+def test_ntlm_wrong_password_is_401(peer):
+    connection = NtlmConnection(peer, password="wrong")
+    try:
+        assert connection.status == 401
+    finally:
+        connection.close()

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024  # Windows' MaxEnvelopeSize is 500 KiB; encryption adds little
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 EXPIRY_INTERVAL_SECONDS = 0.5
+CONNECTION_IDLE_SECONDS = 300.0  # a connection with no (complete) request for this long is closed
 
 
 @dataclasses.dataclass
@@ -95,7 +96,11 @@ class WSManListener:
         try:
             while True:
                 try:
-                    request = await http11.read_request(reader, MAX_BODY_BYTES)
+                    request = await asyncio.wait_for(http11.read_request(reader, MAX_BODY_BYTES),
+                                                     CONNECTION_IDLE_SECONDS)
+                except asyncio.TimeoutError:
+                    log.info("conn %d from %s: idle for %.0fs, closed", connection_id, peer[0], CONNECTION_IDLE_SECONDS)
+                    break
                 except http11.HttpError as e:
                     log.info("conn %d from %s: %s", connection_id, peer[0], e)
                     writer.write(http11.response(e.status, body=str(e).encode(), keep_alive=False))
