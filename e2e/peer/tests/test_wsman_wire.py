@@ -93,9 +93,12 @@ def fault_of(response: httpx.Response) -> typing.Tuple[str, str, int, str]:
     assert root.findtext("s:Header/wsa:RelatesTo", None, NS)
     detail = fault.find("s:Detail/f:WSManFault", NS)
     assert detail.attrib["Machine"]
-    assert detail.findtext("f:Message", None, NS) == fault.findtext("s:Reason/s:Text", None, NS)
+    # Windows wraps a provider's fault in f:Message/f:ProviderFault/f:WSManFault (its recorded exchanges).
+    inner = detail.find("f:Message/f:ProviderFault/f:WSManFault", NS)
+    message = (inner if inner is not None else detail).findtext("f:Message", None, NS)
+    assert message and fault.findtext("s:Reason/s:Text", None, NS)
     return (fault.findtext("s:Code/s:Value", None, NS), fault.findtext("s:Code/s:Subcode/s:Value", None, NS),
-            int(detail.attrib["Code"]), detail.findtext("f:Message", None, NS))
+            int(detail.attrib["Code"]), message)
 
 
 # ---- HTTP garbage and limits ---------------------------------------------------------------------------
@@ -148,9 +151,19 @@ def test_soap_garbage_gets_faults(peer):
 
 def test_shell_not_found_fault(peer):
     shell_id = str(uuid.uuid4()).upper()
-    code, subcode, wsman_code, message = fault_of(post(peer, envelope(SHELL + "Receive", shell_id=shell_id)))
+    response = post(peer, envelope(SHELL + "Receive", shell_id=shell_id))
+    code, subcode, wsman_code, message = fault_of(response)
     assert (code, subcode, wsman_code) == ("s:Sender", "w:InvalidSelectors", 2150858843)
-    assert shell_id in message and "shell was not found" in message
+    assert "invalid selectors for the resource" in message
+    root = ElementTree.fromstring(response.content)
+    assert root.findtext("s:Body/s:Fault/s:Detail/wsman:FaultDetail", None, NS).endswith("/UnexpectedSelectors")
+
+
+def test_bad_operation_timeout_is_an_invalid_header(peer):
+    response = post(peer, envelope(SHELL + "Receive", shell_id=str(uuid.uuid4()), timeout="PT-1S"))
+    code, subcode, wsman_code, message = fault_of(response)
+    assert (subcode, wsman_code) == ("wsa:InvalidMessageInformationHeader", 2150858767)
+    assert message == "The XML contains an invalid timeout field in the SOAP header: PT-1S. "
 
 
 def test_unknown_configuration_fault(peer):

@@ -2,6 +2,10 @@
 DSP0226 fault (w:TimedOut, w:InvalidSelectors, ...), s:Reason the text, and s:Detail/f:WSManFault the Windows
 error code (MS-WSMV 2.2.4.43 WSManFaultType, Code and Machine attributes, f:Message). Codes are Windows'
 ERROR_WSMAN_* values (wsmerror.h), which clients such as pypsrp map to their exception types.
+
+Where pypsrp's recorded exchanges with real Windows hosts (its sdist's tests/responses, e.g.
+test_psrp_is_alive_invalid_selectors.yml, test_psrp_long_running_cmdlet.yml, test_psrp_is_alive_other_wsman_error.yml)
+show a fault, its texts, w:FaultDetail and nested f:ProviderFault are copied here.
 """
 
 from __future__ import annotations
@@ -27,13 +31,18 @@ INVALID_PARAMETER = 87  # ERROR_INVALID_PARAMETER
 
 class WSManFault(Exception):
     def __init__(self, code: str, subcode: str, wsman_code: int, message: str, *,
-                 addressing: bool = False) -> None:
+                 addressing: bool = False, detail: typing.Optional[str] = None,
+                 provider: typing.Optional[typing.Tuple[str, str]] = None,
+                 detail_message: typing.Optional[str] = None) -> None:
         super().__init__(message)
         self.code = code  # s:Sender or s:Receiver
         self.subcode = subcode  # e.g. w:TimedOut
         self.wsman_code = wsman_code
         self.message = message
         self.addressing = addressing
+        self.detail = detail  # w:FaultDetail URI
+        self.provider = provider  # (provider, path) of an f:ProviderFault wrapping the message
+        self.detail_message = detail_message or message  # f:Message; Windows sometimes says more there
 
     def envelope(self, relates_to: typing.Optional[str], extra_headers: typing.Sequence[ElementTree.Element] = ()
                  ) -> ElementTree.Element:
@@ -45,9 +54,19 @@ class WSManFault(Exception):
         reason = ElementTree.SubElement(fault, q("s:Reason"))
         ElementTree.SubElement(reason, q("s:Text"), {q("xml:lang"): "en-US"}).text = self.message
         detail = ElementTree.SubElement(fault, q("s:Detail"))
+        if self.detail:
+            ElementTree.SubElement(detail, q("wsman:FaultDetail")).text = self.detail
         wsman_fault = ElementTree.SubElement(detail, q("wsmanfault:WSManFault"),
                                              {"Code": str(self.wsman_code), "Machine": MACHINE})
-        ElementTree.SubElement(wsman_fault, q("wsmanfault:Message")).text = self.message
+        message = ElementTree.SubElement(wsman_fault, q("wsmanfault:Message"))
+        if self.provider is None:
+            message.text = self.detail_message
+        else:
+            provider = ElementTree.SubElement(message, q("wsmanfault:ProviderFault"),
+                                              {"provider": self.provider[0], "path": self.provider[1]})
+            inner = ElementTree.SubElement(provider, q("wsmanfault:WSManFault"),
+                                           {"Code": str(self.wsman_code), "Machine": MACHINE})
+            ElementTree.SubElement(inner, q("wsmanfault:Message")).text = self.detail_message
         root = envelope(ADDRESSING_FAULT_ACTION if self.addressing else FAULT_ACTION, relates_to, fault, extra_headers)
         # The subcode prefixes must resolve in the document: w: is the DMTF wsman namespace, wsa: addressing.
         root.set("xmlns:w", NS["wsman"])
@@ -57,15 +76,18 @@ class WSManFault(Exception):
 def timed_out() -> WSManFault:
     return WSManFault("s:Receiver", "w:TimedOut", OPERATION_TIMEOUT,
                       "The WS-Management service cannot complete the operation within the time specified in "
-                      "OperationTimeout.")
+                      "OperationTimeout.  ")
+
+
+INVALID_SELECTORS_TEXT = ("The WS-Management service cannot process the request because the request contained "
+                          "invalid selectors for the resource. ")
 
 
 def shell_not_found(shell_id: str) -> WSManFault:
-    return WSManFault("s:Sender", "w:InvalidSelectors", INVALID_SELECTORS,
-                      f"The request for the Windows Remote Shell with ShellId {shell_id} failed because the shell "
-                      "was not found on the server. Possible causes are: the specified ShellId is incorrect or the "
-                      "shell no longer exists on the server. Provide the correct ShellId or create a new shell and "
-                      "retry the operation.")
+    """What Windows answers for a ShellId it does not have (or no longer has)."""
+    return WSManFault("s:Sender", "w:InvalidSelectors", INVALID_SELECTORS, INVALID_SELECTORS_TEXT,
+                      detail="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/UnexpectedSelectors",
+                      provider=("Shell provider", "%systemroot%\\system32\\WsmSvc.dll"))
 
 
 def quota_max_shells(limit: int) -> WSManFault:
@@ -84,10 +106,15 @@ def action_not_supported(action: str) -> WSManFault:
                       f"The action {action[:200]} is not supported by the service.", addressing=True)
 
 
+INVALID_HEADER = 2150858767  # 0x8033800F, with the reason text Windows gives
+
+
 def invalid_header(message: str) -> WSManFault:
-    """wsa:InvalidMessageInformationHeader (MS-WSMV 3.1.4.1.39 for OperationID/SequenceID misuse)."""
-    return WSManFault("s:Sender", "wsa:InvalidMessageInformationHeader", INVALID_PARAMETER, message,
-                      addressing=True)
+    """wsa:InvalidMessageInformationHeader: a bad SOAP header (e.g. an OperationTimeout Windows cannot read), and
+    OperationID/SequenceID misuse (MS-WSMV 3.1.4.1.39)."""
+    return WSManFault("s:Sender", "wsa:InvalidMessageInformationHeader", INVALID_HEADER,
+                      "The WS-Management service cannot process the request. The request contains one or more "
+                      "invalid SOAP headers. ", addressing=True, detail_message=message)
 
 
 def schema_error(message: str) -> WSManFault:

@@ -27,7 +27,7 @@ from psrp_peer.wsman import encryption, faults, http11
 from psrp_peer.wsman.auth import ConnectionAuth, Users
 from psrp_peer.wsman.faults import WSManFault
 from psrp_peer.wsman.service import ACKNOWLEDGE, Caller, ServiceSettings, ShellService
-from psrp_peer.wsman.soap import BadEnvelope, Request, header_element, parse_request, serialize
+from psrp_peer.wsman.soap import BadEnvelope, BadHeader, Request, header_element, parse_request, serialize
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ class WSManListener:
     async def _soap(self, body: bytes, caller: Caller) -> typing.Tuple[int, bytes]:
         try:
             request = parse_request(body)
+        except BadHeader as e:
+            return 500, serialize(faults.invalid_header(str(e)).envelope(e.message_id))
         except BadEnvelope as e:
             return 500, serialize(faults.schema_error(str(e)).envelope(None))
         if request.action == ACKNOWLEDGE:

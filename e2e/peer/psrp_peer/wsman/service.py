@@ -33,11 +33,12 @@ import xml.etree.ElementTree as ElementTree
 from psrpcore.types import PSRPMessageType
 
 from psrp_peer.engine import Owner, ProtocolError, Registry
+from psrp_peer.server import rss_bytes
 from psrp_peer.wsman import faults
 from psrp_peer.wsman.faults import WSManFault
 from psrp_peer.wsman.robust import OperationTable
 from psrp_peer.wsman.shell import ShellSettings, WSManShell
-from psrp_peer.wsman.soap import NS, Request, envelope, format_duration, header_element, parse_duration, q
+from psrp_peer.wsman.soap import NS, BadEnvelope, Request, envelope, format_duration, header_element, parse_duration, q
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ class ShellService:
         if action == ENUMERATION + "Enumerate":
             return self.enumerate(request, caller)
         if action == TRANSFER + "Create":
-            return await self.create(request, caller)
+            try:
+                return await self.create(request, caller)
+            except BadEnvelope as e:
+                raise faults.schema_error(str(e)) from None
         handlers = {
             TRANSFER + "Delete": self.delete,
             SHELL_ACTION + "Command": self.command,
@@ -107,6 +111,8 @@ class ShellService:
         shell.touch()
         try:
             return await handler(request, caller, shell)
+        except BadEnvelope as e:  # e.g. an IdleTimeOut in the body that is no xs:duration
+            raise faults.schema_error(str(e)) from None
         except ProtocolError as e:
             # The client's PSRP data broke the protocol: that shell is done for, as pwsh would end.
             log.warning("shell %s: %s; deleting it", shell.shell_id, e)
@@ -181,16 +187,16 @@ class ShellService:
                              f"session configuration in the WSMan: drive on the {faults.MACHINE} computer.")
         return configuration
 
-    def _shell_element(self, shell: WSManShell) -> ElementTree.Element:
-        """rsp:Shell as Windows lists it (MS-WSMV 2.2.4.37, 3.1.4.2.1)."""
+    def _shell_element(self, shell: WSManShell, enumerated: bool = False) -> ElementTree.Element:
+        """rsp:Shell as Windows lists it (MS-WSMV 2.2.4.37, 3.1.4.2.1; the fields and their order are those of the
+        CreateResponse and EnumerateResponse in pypsrp's recorded exchanges)."""
         element = ElementTree.Element(q("rsp:Shell"))
         now = time.time()
         idle_for = max(0.0, time.monotonic() - shell.last_activity)
         fields = [
             ("ShellId", str(shell.shell_id).upper()),
-            ("Name", f"WinRM{abs(hash(shell.shell_id)) % 1000}"),
             ("ResourceUri", shell.resource_uri),
-            ("Owner", shell.owner),
+            ("Owner", f"{faults.MACHINE}\\{shell.owner}"),
             ("ClientIP", shell.client_ip),
             ("ProcessId", str(os.getpid())),
             ("IdleTimeOut", format_duration(shell.idle_timeout)),
@@ -207,6 +213,8 @@ class ShellService:
             ("ShellRunTime", _day_duration(now - shell.created)),
             ("ShellInactivity", _day_duration(idle_for)),
         ]
+        if enumerated:
+            fields += [("MemoryUsed", f"{rss_bytes() // (1024 * 1024)}MB"), ("ChildProcesses", "0")]
         for name, value in fields:
             ElementTree.SubElement(element, q(f"rsp:{name}")).text = value
         return element
@@ -309,14 +317,13 @@ class ShellService:
             attributes["CommandId"] = str(command_id).upper()
         for fragment in fragments:
             ElementTree.SubElement(body, q("rsp:Stream"), attributes).text = base64.b64encode(fragment).decode()
-        if command_id is not None:
-            done = shell.command_done(command_id)
-            if not fragments:  # the schema wants a Stream: Windows sends an empty one with End at the end
+        if command_id is not None and shell.command_done(command_id):
+            # As Windows' PowerShell plugin does: CommandState only once the command is Done, with the last output.
+            if not fragments:  # the schema wants a Stream: an empty one that ends it
                 ElementTree.SubElement(body, q("rsp:Stream"), dict(attributes, End="true"))
             state = ElementTree.SubElement(body, q("rsp:CommandState"), {
-                "CommandId": str(command_id).upper(), "State": COMMAND_STATE + ("Done" if done else "Running")})
-            if done:
-                ElementTree.SubElement(state, q("rsp:ExitCode")).text = "0"
+                "CommandId": str(command_id).upper(), "State": COMMAND_STATE + "Done"})
+            ElementTree.SubElement(state, q("rsp:ExitCode")).text = "0"
         return self._response(request, SHELL_ACTION + "ReceiveResponse", body)
 
     # ---- Delete, Disconnect, Reconnect, Connect -------------------------------------------------------
@@ -348,8 +355,7 @@ class ShellService:
             shell.disconnect(buffer_mode, idle, "Disconnect")
         except Exception as e:  # psrpcore refuses to disconnect a pool that is not Opened
             raise faults.internal_error(f"The shell cannot be disconnected now: {e}") from None
-        return self._response(request, SHELL_ACTION + "DisconnectResponse",
-                              ElementTree.Element(q("rsp:DisconnectResponse")))
+        return self._response(request, SHELL_ACTION + "DisconnectResponse")  # Windows: an empty body
 
     async def reconnect(self, request: Request, caller: Caller, shell: WSManShell) -> ElementTree.Element:
         if shell.disconnected:
@@ -357,8 +363,7 @@ class ShellService:
         elif shell.session_id != request.session_id:
             # MS-WSMV 3.1.4.16: a connected shell may only be "reconnected" by the client that holds it.
             raise faults.internal_error("The shell is connected to another client.")
-        return self._response(request, SHELL_ACTION + "ReconnectResponse",
-                              ElementTree.Element(q("rsp:ReconnectResponse")))
+        return self._response(request, SHELL_ACTION + "ReconnectResponse")  # Windows: an empty body
 
     async def connect(self, request: Request, caller: Caller, shell: WSManShell) -> ElementTree.Element:
         element = request.body.find("rsp:Connect", NS)
@@ -381,11 +386,14 @@ class ShellService:
         shell.connect_new_client(Owner(caller.user), request.session_id)
         shell.session.receive(data)  # SESSION_CAPABILITY + CONNECT_RUNSPACEPOOL
         shell.output_ready(shell.session)
-        # MS-PSRP 3.1.5.3.15: the ConnectResponse carries the server's SESSION_CAPABILITY; RUNSPACEPOOL_INIT_DATA
-        # and APPLICATION_PRIVATE_DATA follow through the client's Receive (3.1.4.10.3).
-        reply = shell.outbox.take_message(None, int(PSRPMessageType.SessionCapability))
-        if reply is None:
+        # MS-PSRP 3.1.5.3.15: the ConnectResponse carries the server's SESSION_CAPABILITY; Windows also puts
+        # RUNSPACEPOOL_INIT_DATA there (pypsrp's recorded exchanges), and APPLICATION_PRIVATE_DATA follows through
+        # the client's Receive (3.1.4.10.3).
+        capability = shell.outbox.take_message(None, int(PSRPMessageType.SessionCapability))
+        init_data = shell.outbox.take_message(None, int(PSRPMessageType.RunspacePoolInitData))
+        if capability is None or init_data is None:
             raise faults.internal_error("The PowerShell plugin did not answer the connect request.")
+        reply = capability + init_data
         shell.client_ip = caller.client_ip
         log.info("shell %s connected by a new client of %s from %s", shell.shell_id, caller.user, caller.client_ip)
         body = ElementTree.Element(q("rsp:ConnectResponse"))
@@ -398,6 +406,8 @@ class ShellService:
 
     def enumerate(self, request: Request, caller: Caller) -> ElementTree.Element:
         items = ElementTree.Element(q("wsman:Items"))
+        # Shaped as Windows answers (pypsrp's recorded exchanges): an empty EnumerationContext, the items (when
+        # there are any) and EndOfSequence, all in one response (OptimizeEnumeration).
         if request.resource_uri == COMMAND_ENUM_URI:
             shell_id = request.body.findtext(
                 "wsen:Enumerate/wsman:Filter/wsman:SelectorSet/wsman:Selector[@Name='ShellId']", None, NS)
@@ -407,17 +417,20 @@ class ShellService:
                     continue
                 command = ElementTree.SubElement(items, q("rsp:Command"))
                 ElementTree.SubElement(command, q("rsp:CommandId")).text = str(command_id).upper()
+                ElementTree.SubElement(command, q("rsp:CommandLine")).text = ""
                 state = "Done" if shell.command_done(command_id) else "Running"
-                ElementTree.SubElement(command, q("rsp:CommandState")).text = COMMAND_STATE + state
+                ElementTree.SubElement(command, q("rsp:CommandState")).text = state
         elif request.resource_uri.rstrip("/") in (SHELL_ENUM_URI, SHELL_ENUM_URI + "/cmd"):
             for shell in self.shells.values():
                 if shell.owner == caller.user and not shell.deleted:
-                    items.append(self._shell_element(shell))
+                    items.append(self._shell_element(shell, enumerated=True))
         else:
             raise WSManFault("s:Sender", "w:InvalidResourceURI", 2150858770,
                              f"The resource URI {request.resource_uri[:200]} cannot be enumerated by this service.")
         body = ElementTree.Element(q("wsen:EnumerateResponse"))
-        body.append(items)
+        ElementTree.SubElement(body, q("wsen:EnumerationContext")).text = ""
+        if len(items):
+            body.append(items)
         ElementTree.SubElement(body, q("wsman:EndOfSequence"))
         return self._response(request, ENUMERATION + "EnumerateResponse", body)
 

@@ -40,6 +40,14 @@ class BadEnvelope(ValueError):
     """Not a WS-Management request the peer can read (answered with a wsa/wsman fault, not a crash)."""
 
 
+class BadHeader(BadEnvelope):
+    """A SOAP header the peer cannot use: Windows answers wsa:InvalidMessageInformationHeader."""
+
+    def __init__(self, message: str, message_id: typing.Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id  # for the fault's wsa:RelatesTo, when the request had one
+
+
 def parse_duration(text: typing.Optional[str]) -> typing.Optional[float]:
     """xs:duration as WS-Management clients send it (PT60S, PT60.000S, PT1M30S, PT2H) -> seconds."""
     if text is None:
@@ -99,7 +107,7 @@ def parse_request(data: bytes) -> Request:
     action = _text(header.find("wsa:Action", NS))
     message_id = _text(header.find("wsa:MessageID", NS))
     if not action or not message_id:
-        raise BadEnvelope("wsa:Action and wsa:MessageID are required")
+        raise BadHeader("wsa:Action and wsa:MessageID are required. ")
     selectors = {}
     for selector in header.findall("wsman:SelectorSet/wsman:Selector", NS):
         selectors[selector.attrib.get("Name", "")] = (selector.text or "").strip()
@@ -110,6 +118,12 @@ def parse_request(data: bytes) -> Request:
     operation_id = header.find("wsmv:OperationID", NS)
     sequence_id = _text(header.find("wsmv:SequenceID", NS))
     locale = header.find("wsman:Locale", NS)
+    timeout_text = _text(header.find("wsman:OperationTimeout", NS))
+    try:
+        operation_timeout = parse_duration(timeout_text)
+    except BadEnvelope:
+        raise BadHeader(f"The XML contains an invalid timeout field in the SOAP header: {timeout_text[:40]}. ",
+                        message_id) from None
     try:
         return Request(
             action=action,
@@ -119,7 +133,7 @@ def parse_request(data: bytes) -> Request:
             body=body,
             selectors=selectors,
             options=options,
-            operation_timeout=parse_duration(_text(header.find("wsman:OperationTimeout", NS))),
+            operation_timeout=operation_timeout,
             max_envelope_size=int(max_envelope) if max_envelope else None,
             session_id=_text(header.find("wsmv:SessionId", NS)),
             operation_id=_text(operation_id),
@@ -127,17 +141,18 @@ def parse_request(data: bytes) -> Request:
             sequence_id=int(sequence_id) if sequence_id else None,
             locale=(locale.attrib.get(q("xml:lang")) if locale is not None else None) or "en-US",
         )
-    except ValueError as e:
-        raise BadEnvelope(str(e)) from None
+    except ValueError as e:  # MaxEnvelopeSize or SequenceID that is not a number
+        raise BadHeader(f"The request contains an invalid SOAP header value: {str(e)[:100]}. ", message_id) from None
 
 
 def envelope(action: str, relates_to: typing.Optional[str], body: typing.Optional[ElementTree.Element] = None,
              extra_headers: typing.Sequence[ElementTree.Element] = ()) -> ElementTree.Element:
-    root = ElementTree.Element(q("s:Envelope"))
+    # The header as Windows writes it (pypsrp's recorded exchanges): Action, MessageID, To, RelatesTo.
+    root = ElementTree.Element(q("s:Envelope"), {q("xml:lang"): "en-US"})
     header = ElementTree.SubElement(root, q("s:Header"))
-    ElementTree.SubElement(header, q("wsa:To")).text = ANONYMOUS
-    ElementTree.SubElement(header, q("wsa:Action"), {q("s:mustUnderstand"): "true"}).text = action
+    ElementTree.SubElement(header, q("wsa:Action")).text = action
     ElementTree.SubElement(header, q("wsa:MessageID")).text = f"uuid:{str(uuid.uuid4()).upper()}"
+    ElementTree.SubElement(header, q("wsa:To")).text = ANONYMOUS
     if relates_to:
         ElementTree.SubElement(header, q("wsa:RelatesTo")).text = relates_to
     for element in extra_headers:
