@@ -147,11 +147,13 @@ def parse_request(data: bytes) -> Request:
 
 def envelope(action: str, relates_to: typing.Optional[str], body: typing.Optional[ElementTree.Element] = None,
              extra_headers: typing.Sequence[ElementTree.Element] = ()) -> ElementTree.Element:
-    # The header as Windows writes it (pypsrp's recorded exchanges): Action, MessageID, To, RelatesTo.
+    # The header as Windows writes it (pypsrp's recorded exchanges): Action, MessageID, ActivityId (MS-WSMV
+    # 3.1.4.1.12, a trace id), To, RelatesTo.
     root = ElementTree.Element(q("s:Envelope"), {q("xml:lang"): "en-US"})
     header = ElementTree.SubElement(root, q("s:Header"))
     ElementTree.SubElement(header, q("wsa:Action")).text = action
     ElementTree.SubElement(header, q("wsa:MessageID")).text = f"uuid:{str(uuid.uuid4()).upper()}"
+    ElementTree.SubElement(header, q("wsmv:ActivityId")).text = str(uuid.uuid4()).upper()
     ElementTree.SubElement(header, q("wsa:To")).text = ANONYMOUS
     if relates_to:
         ElementTree.SubElement(header, q("wsa:RelatesTo")).text = relates_to
