@@ -358,3 +358,26 @@ def test_https_listener_with_basic_and_ntlm(own_peer, tmp_path):
             async with psrp.AsyncRunspacePool(info) as pool:
                 assert (await run(pool, "Write-Output 'over tls'"))[0] == ["over tls"]
     arun(body())
+
+
+def test_pypsrp_classic_api_ntlm_encrypted(wsman_peer):
+    """pypsrp's older, synchronous API (pypsrp.wsman over requests, with its own message encryption code)."""
+    from pypsrp.powershell import PowerShell, RunspacePool
+    from pypsrp.wsman import WSMan
+
+    wsman = WSMan("127.0.0.1", port=wsman_peer.port, ssl=False, auth="ntlm", username="alice",
+                  password=WSMAN_USERS["alice"], operation_timeout=5, read_timeout=10)
+    with wsman, RunspacePool(wsman) as pool:
+        ps = PowerShell(pool)
+        ps.add_script("$kept = 'classic'; Write-Output $kept; Write-Warning 'careful'")
+        assert ps.invoke() == ["classic"]
+        assert [w.message for w in ps.streams.warning] == ["careful"]
+        ps = PowerShell(pool)
+        ps.add_script("$kept")
+        assert ps.invoke() == ["classic"]
+        ps = PowerShell(pool)
+        ps.add_script("Write-Output 'before'; Start-Sleep -Seconds 30")
+        ps.begin_invoke()
+        time.sleep(0.5)
+        ps.stop()
+        assert ps.state == 3  # PSInvocationState.Stopped in pypsrp.complex_objects

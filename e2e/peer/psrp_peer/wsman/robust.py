@@ -48,7 +48,7 @@ def normalize(operation_id: str) -> str:
 
 
 class OperationTable:
-    def __init__(self, retention_seconds: float = 180.0, max_rows_per_user: int = 1000) -> None:
+    def __init__(self, retention_seconds: float = 180.0, max_rows_per_user: int = 100) -> None:
         self.retention = retention_seconds
         self.max_rows = max_rows_per_user
         self._rows: "collections.OrderedDict[typing.Tuple[str, str], Row]" = collections.OrderedDict()
