@@ -360,3 +360,25 @@ def test_ntlm_wrong_password_is_401(peer):
         assert connection.status == 401
     finally:
         connection.close()
+
+
+def test_received_commands_are_not_offered_to_a_new_client(peer):
+    shell = OpenShell(peer, "Write-Output 'quick'")
+    try:
+        for _ in range(20):
+            response = shell.receive()
+            if b"CommandState/Done" in response.content:
+                break
+        else:
+            raise AssertionError("no Done")
+        assert post(peer, envelope(SHELL + "Disconnect", "<rsp:Disconnect />", shell.shell_id)).status_code == 200
+        enumerate_commands = envelope(
+            "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate",
+            '<n:Enumerate xmlns:n="http://schemas.xmlsoap.org/ws/2004/09/enumeration"><w:OptimizeEnumeration/>'
+            '<w:Filter Dialect="http://schemas.dmtf.org/wbem/wsman/1/wsman/SelectorFilter"><w:SelectorSet>'
+            f'<w:Selector Name="ShellId">{shell.shell_id}</w:Selector></w:SelectorSet></w:Filter></n:Enumerate>',
+            resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command")
+        root = ElementTree.fromstring(post(peer, enumerate_commands).content)
+        assert root.findall(".//rsp:CommandId", NS) == []  # the client already has the whole pipeline
+    finally:
+        shell.delete()

@@ -324,6 +324,7 @@ class ShellService:
             state = ElementTree.SubElement(body, q("rsp:CommandState"), {
                 "CommandId": str(command_id).upper(), "State": COMMAND_STATE + "Done"})
             ElementTree.SubElement(state, q("rsp:ExitCode")).text = "0"
+            shell.mark_done_delivered(command_id)
         return self._response(request, SHELL_ACTION + "ReceiveResponse", body)
 
     # ---- Delete, Disconnect, Reconnect, Connect -------------------------------------------------------
@@ -412,9 +413,7 @@ class ShellService:
             shell_id = request.body.findtext(
                 "wsen:Enumerate/wsman:Filter/wsman:SelectorSet/wsman:Selector[@Name='ShellId']", None, NS)
             shell = self._shell(dataclasses.replace(request, selectors={"ShellId": (shell_id or "").strip()}), caller)
-            for command_id in shell.commands:
-                if shell.commands[command_id] != "open":
-                    continue
+            for command_id in shell.pending_commands():
                 command = ElementTree.SubElement(items, q("rsp:Command"))
                 ElementTree.SubElement(command, q("rsp:CommandId")).text = str(command_id).upper()
                 ElementTree.SubElement(command, q("rsp:CommandLine")).text = ""

@@ -50,7 +50,9 @@ class WSManShell:
         self.buffer_mode = settings.buffer_mode
         self.session_id = session_id  # wsmv:SessionId of the client that created or last connected it
         self.outbox = Outbox()
-        self.commands: typing.Dict[uuid.UUID, str] = {}  # CommandId -> "open" | "closed"
+        # CommandId -> "open"; "done" once a Receive handed out its CommandState Done (the client has the whole
+        # pipeline, so a new client is not offered it again); "closed" after Signal Terminate.
+        self.commands: typing.Dict[uuid.UUID, str] = {}
         self.disconnected = False
         self.deleted = False
         self.created = time.time()
@@ -114,6 +116,14 @@ class WSManShell:
         runner = self.session.runners.get(command_id)
         finished = pipeline is None or (pipeline.state in FINAL_STATES and (runner is None or not runner.running))
         return finished and not self.outbox.has(command_id)
+
+    def mark_done_delivered(self, command_id: uuid.UUID) -> None:
+        if self.commands.get(command_id) == "open":
+            self.commands[command_id] = "done"
+
+    def pending_commands(self) -> typing.List[uuid.UUID]:
+        """Commands a (new) client can still connect to: Get-PSSession's view of the shell's pipelines."""
+        return [command_id for command_id, state in self.commands.items() if state == "open"]
 
     def take(self, target: Target, budget: int) -> typing.List[bytes]:
         fragments = self.outbox.take(target, budget)
