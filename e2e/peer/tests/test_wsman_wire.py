@@ -382,3 +382,29 @@ def test_received_commands_are_not_offered_to_a_new_client(peer):
         assert root.findall(".//rsp:CommandId", NS) == []  # the client already has the whole pipeline
     finally:
         shell.delete()
+
+
+def test_bad_psrp_data_costs_only_that_shell(peer):
+    victim = OpenShell(peer, "Start-Sleep -Seconds 30")
+    bystander = OpenShell(peer, "Start-Sleep -Seconds 30")
+    try:
+        garbage = base64.b64encode(b"\x00" * 21 + b"not a psrp message").decode()
+        body = (f'<rsp:Send><rsp:Stream Name="stdin" CommandId="{victim.command_id}">{garbage}</rsp:Stream>'
+                "</rsp:Send>")
+        code, subcode, _, message = fault_of(post(peer, envelope(SHELL + "Send", body, victim.shell_id)))
+        assert subcode == "w:InternalError" and "rejected the client's data" in message
+        # The shell that sent garbage is gone; the other one is untouched.
+        assert fault_of(victim.receive())[1] == "w:InvalidSelectors"
+        assert bystander.receive(timeout="PT1S").status_code in (200, 500)
+        assert "rejected" not in bystander.receive(timeout="PT1S").text
+        for action, bad in (("Send", '<rsp:Send><rsp:Stream Name="stdin">!!!</rsp:Stream></rsp:Send>'),
+                            ("Send", '<rsp:Send><rsp:Stream Name="other">AAAA</rsp:Stream></rsp:Send>'),
+                            ("Signal", '<rsp:Signal CommandId="nope"><rsp:Code>x</rsp:Code></rsp:Signal>'),
+                            ("Disconnect", "<rsp:Disconnect><rsp:BufferMode>Sideways</rsp:BufferMode></rsp:Disconnect>"),
+                            ("Disconnect", "<rsp:Disconnect><rsp:IdleTimeOut>soon</rsp:IdleTimeOut></rsp:Disconnect>")):
+            response = post(peer, envelope(SHELL + action, bad, bystander.shell_id))
+            assert response.status_code == 500 and b"Fault" in response.content, (bad, response.text)
+        assert peer.alive()
+    finally:
+        victim.delete()
+        bystander.delete()
