@@ -83,8 +83,8 @@ INVALID_SELECTORS_TEXT = ("The WS-Management service cannot process the request 
                           "invalid selectors for the resource. ")
 
 
-def shell_not_found(shell_id: str) -> WSManFault:
-    """What Windows answers for a ShellId it does not have (or no longer has)."""
+def shell_not_found() -> WSManFault:
+    """What Windows answers for a ShellId it does not have (or no longer has); its text names no id."""
     return WSManFault("s:Sender", "w:InvalidSelectors", INVALID_SELECTORS, INVALID_SELECTORS_TEXT,
                       detail="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/UnexpectedSelectors",
                       provider=("Shell provider", "%systemroot%\\system32\\WsmSvc.dll"))

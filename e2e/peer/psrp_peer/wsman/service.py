@@ -4,9 +4,10 @@ every shell of every user lives in it.
 
     Create       rsp:Shell + pwsh:creationXml (SESSION_CAPABILITY, INIT_RUNSPACEPOOL)   MS-WSMV 3.1.4.5.2, PSRP 3.1.5.3.1
                  beyond MaxShellsPerUser: w:QuotaLimit                                  MS-WSMV 3.1.4.5.2.1, 2.2.4.42
-    Command      rsp:CommandLine, CREATE_PIPELINE in rsp:Arguments                      MS-WSMV 3.1.4.11
-    Send         rsp:Stream Name="stdin"|"pr", to the pool or a CommandId               MS-WSMV 3.1.4.13
-    Receive      DesiredStream stdout; w:TimedOut after OperationTimeout                MS-WSMV 3.1.4.14, PSRP 3.2.5.3.7/8
+    Command      rsp:CommandLine, CREATE_PIPELINE in rsp:Arguments                      MS-WSMV 3.1.4.11, PSRP 3.1.5.3.3/4
+    Send         rsp:Stream Name="stdin"|"pr", to the pool or a CommandId               MS-WSMV 3.1.4.13, PSRP 3.1.5.3.5
+    Receive      DesiredStream stdout; w:TimedOut after OperationTimeout                MS-WSMV 3.1.4.14, PSRP 3.1.5.3.7,
+                                                                                        3.2.5.3.7/8
     Signal       powershell/signal/crtl_c stops, .../signal/Terminate closes a command  MS-WSMV 3.1.4.12, PSRP 3.2.5.3.10
     Delete       the shell, stopping its pipelines                                      MS-WSMV 3.1.4.4.1
     Disconnect   rsp:BufferMode Block|Drop, rsp:IdleTimeOut (refused under 60 s)        MS-WSMV 3.1.4.15, PSRP 3.1.5.3.16
@@ -33,6 +34,7 @@ import xml.etree.ElementTree as ElementTree
 from psrpcore.types import PSRPMessageType
 
 from psrp_peer.engine import Owner, ProtocolError, Registry
+from psrp_peer.fragments import FRAGMENT_HEADER, MESSAGE_HEADER_BYTES
 from psrp_peer.server import rss_bytes
 from psrp_peer.wsman import faults
 from psrp_peer.wsman.faults import WSManFault
@@ -114,7 +116,8 @@ class ShellService:
         except BadEnvelope as e:  # e.g. an IdleTimeOut in the body that is no xs:duration
             raise faults.schema_error(str(e)) from None
         except ProtocolError as e:
-            # The client's PSRP data broke the protocol: that shell is done for, as pwsh would end.
+            # The client's PSRP data broke the protocol: MS-PSRP 3.2.5.1 (3) has the server fault pending Receives
+            # and close the pool; that shell is done for, nothing else is touched.
             log.warning("shell %s: %s; deleting it", shell.shell_id, e)
             await self._remove(shell, f"protocol error: {e}")
             raise faults.internal_error(f"The PowerShell plugin rejected the client's data: {e}") from None
@@ -124,10 +127,10 @@ class ShellService:
         try:
             shell_id = uuid.UUID(raw)
         except ValueError:
-            raise faults.shell_not_found(raw[:64]) from None
+            raise faults.shell_not_found() from None
         shell = self.shells.get(shell_id)
         if shell is None or shell.deleted:
-            raise faults.shell_not_found(raw.upper())
+            raise faults.shell_not_found()
         if shell.owner != caller.user:
             raise faults.access_denied()
         return shell
@@ -156,14 +159,15 @@ class ShellService:
         try:
             shell.session.receive(data)  # SESSION_CAPABILITY + INIT_RUNSPACEPOOL: the pool id is the ShellId
         except ProtocolError as e:
+            await self._discard_new(shell)
             raise faults.schema_error(f"creationXml: {e}") from None
         shell_id = shell.shell_id
         wanted = shell_element.attrib.get("ShellId")
         if wanted and _uuid(wanted) != shell_id:
-            await shell.session.abandon()
+            await self._discard_new(shell)
             raise faults.schema_error("the ShellId attribute differs from the runspace pool id in creationXml")
         if shell_id in self.shells:
-            await shell.session.abandon()
+            await self._discard_new(shell)
             raise faults.internal_error(f"a shell with id {str(shell_id).upper()} already exists")
         self.shells[shell_id] = shell
         shell.output_ready(shell.session)
@@ -177,6 +181,14 @@ class ShellService:
         root = self._response(request, TRANSFER + "CreateResponse", body)
         root.find("s:Body", NS).append(self._shell_element(shell))
         return root
+
+    async def _discard_new(self, shell: WSManShell) -> None:
+        """Drop a shell whose Create failed. Its pool may already have registered itself under an id another
+        shell owns (a repeated ShellId): that shell goes back into the registry."""
+        await shell.session.abandon()
+        existing = self.shells.get(shell.shell_id)
+        if existing is not None:
+            self.registry.add(existing.session)
 
     def _configuration(self, resource_uri: str) -> str:
         name = resource_uri[len(PS_RESOURCE_PREFIX):] if resource_uri.startswith(PS_RESOURCE_PREFIX) else ""
@@ -226,10 +238,15 @@ class ShellService:
         line = request.body.find("rsp:CommandLine", NS)
         if line is None:
             raise faults.schema_error("Command needs rsp:CommandLine")
-        command_id = _uuid(line.attrib["CommandId"]) if "CommandId" in line.attrib else uuid.uuid4()
+        data = b"".join(_b64(a.text) for a in line.findall("rsp:Arguments", NS))
+        # The client names the command by its pipeline id (pypsrp and PowerShell set CommandId to it; MS-PSRP
+        # 3.1.5.3.3/3.1.5.3.4); without the attribute, the id in the CREATE_PIPELINE message header is used.
+        in_message = _pipeline_id_of(data)
+        command_id = _uuid(line.attrib["CommandId"]) if "CommandId" in line.attrib else in_message
+        if command_id is None or (in_message is not None and in_message != command_id):
+            raise faults.schema_error("the CommandId and the pipeline id of CREATE_PIPELINE differ or are missing")
         if command_id in shell.commands:
             raise faults.internal_error(f"command {str(command_id).upper()} already exists")
-        data = b"".join(_b64(a.text) for a in line.findall("rsp:Arguments", NS))
         shell.new_command(command_id)
         shell.session.receive(data)  # CREATE_PIPELINE (its first fragments; the rest may come with Send)
         shell.output_ready(shell.session)
@@ -479,6 +496,16 @@ def _uuid(text: str) -> uuid.UUID:
         return uuid.UUID(text.strip())
     except ValueError:
         raise faults.schema_error(f"{text[:64]!r} is not a GUID") from None
+
+
+def _pipeline_id_of(data: bytes) -> typing.Optional[uuid.UUID]:
+    """The PID field of the first message in these fragments (MS-PSRP 2.2.4 fragment header, then 2.2.1 message
+    header: Destination, MessageType, RPID, PID), or None when the first fragment does not start a message."""
+    header = FRAGMENT_HEADER.size
+    if len(data) < header + MESSAGE_HEADER_BYTES or not data[16] & 0x1:
+        return None
+    pid = uuid.UUID(bytes_le=data[header + 24:header + 40])
+    return pid if pid.int else None
 
 
 def _day_duration(seconds: float) -> str:
