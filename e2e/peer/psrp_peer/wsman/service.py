@@ -307,15 +307,15 @@ class ShellService:
             while True:
                 if shell.deleted:
                     raise _aborted()
-                if shell.disconnected:
-                    raise _shell_disconnected(shell)
                 if caller.gone():
                     # Nobody to answer: leave the output for the next Receive (or the next client).
                     raise faults.timed_out()
                 if shell.outbox.has(command_id):
-                    break
+                    break  # also after a Disconnect meanwhile: MS-WSMV 3.1.4.15 delivers available data first
                 if command_id is not None and shell.command_done(command_id):
                     break
+                if shell.disconnected:
+                    raise _shell_disconnected(shell)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise faults.timed_out()
