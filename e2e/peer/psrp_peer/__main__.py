@@ -41,6 +41,8 @@ def parse_args(argv: typing.Optional[typing.Sequence[str]]) -> argparse.Namespac
     wsman = parser.add_argument_group("WS-Management listener")
     wsman.add_argument("--wsman", metavar="HOST:PORT", help="serve WS-Management on this address (port 0: any)")
     wsman.add_argument("--wsman-users", metavar="FILE", help="user:password lines (Basic and NTLM)")
+    wsman.add_argument("--wsman-port-file", metavar="PATH",
+                       help="write the listening port here once serving (for --wsman HOST:0)")
     wsman.add_argument("--wsman-allow-unencrypted", action="store_true",
                        help="accept plain SOAP bodies over HTTP (WinRM's AllowUnencrypted=true)")
     wsman.add_argument("--wsman-no-basic", action="store_true", help="do not offer Basic authentication")
@@ -127,6 +129,11 @@ async def serve(args: argparse.Namespace) -> None:
             wsman_listener = WSManListener(settings, registry)
             await wsman_listener.start()
             listener = wsman_listener
+            if args.wsman_port_file:
+                # Written whole then renamed: a reader never sees a partial number.
+                with open(args.wsman_port_file + ".tmp", "w") as f:
+                    f.write(f"{listener.port}\n")
+                os.replace(args.wsman_port_file + ".tmp", args.wsman_port_file)
             log.info("peer pid %d serving wsman %s://%s:%d/wsman", os.getpid(), listener.scheme, settings.host,
                      listener.port)
 

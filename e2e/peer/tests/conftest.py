@@ -183,6 +183,7 @@ class WSManPeer(Peer):
         env = dict(os.environ, PYTHONPATH=str(PEER_DIR))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "psrp_peer", "--wsman", "127.0.0.1:0", "--wsman-users", str(users),
+             "--wsman-port-file", str(directory / "wsman.port"),
              "--log", str(self.log), "--pid-file", str(self.pid_file), *extra],
             cwd=PEER_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
@@ -197,6 +198,7 @@ class WSManPeer(Peer):
         line = next(l for l in self.log_text().splitlines() if ready in l)
         self.url = line.split(ready, 1)[1].strip()
         self.port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+        assert int((directory / "wsman.port").read_text()) == self.port
 
 
 def wsman_info(peer: "WSManPeer", user: str = "alice", auth: str = "ntlm", password: typing.Optional[str] = None,
