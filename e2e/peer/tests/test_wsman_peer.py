@@ -381,3 +381,11 @@ def test_pypsrp_classic_api_ntlm_encrypted(wsman_peer):
         time.sleep(0.5)
         ps.stop()
         assert ps.state == 3  # PSInvocationState.Stopped in pypsrp.complex_objects
+
+
+def test_negotiate_with_spnego_wrapped_ntlm(wsman_peer):
+    """auth="negotiate": pyspnego's initiator wraps NTLM in SPNEGO (no Kerberos here), as Windows clients do."""
+    async def body():
+        async with psrp.AsyncRunspacePool(wsman_info(wsman_peer, "bob", auth="negotiate")) as pool:
+            assert (await run(pool, "Write-Output 'spnego'"))[0] == ["spnego"]
+    arun(body())
