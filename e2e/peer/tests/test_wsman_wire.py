@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import re
 import socket
 import time
 import typing
@@ -408,3 +409,52 @@ def test_bad_psrp_data_costs_only_that_shell(peer):
     finally:
         victim.delete()
         bystander.delete()
+
+
+def test_mutated_requests_never_break_the_peer(peer):
+    """Valid requests to a live shell, mutated at random (bytes flipped, cut short, elements and attributes
+    renamed, base64 damaged): every one gets an HTTP answer, and the peer logs no internal error."""
+    rng = random.Random(20261125)
+    shell = OpenShell(peer, "1..100000 | ForEach-Object { $_; Start-Sleep -Milliseconds 20 }")
+    garbage = base64.b64encode(bytes(rng.randrange(256) for _ in range(64))).decode()
+    bodies = [
+        (SHELL + "Receive", f'<rsp:Receive><rsp:DesiredStream CommandId="{shell.command_id}">stdout</rsp:DesiredStream></rsp:Receive>'),
+        (SHELL + "Receive", "<rsp:Receive><rsp:DesiredStream>stdout</rsp:DesiredStream></rsp:Receive>"),
+        (SHELL + "Send", f'<rsp:Send><rsp:Stream Name="stdin" CommandId="{shell.command_id}">{garbage}</rsp:Stream></rsp:Send>'),
+        (SHELL + "Signal", f'<rsp:Signal CommandId="{shell.command_id}"><rsp:Code>powershell/signal/crtl_c</rsp:Code></rsp:Signal>'),
+        (SHELL + "Command", f'<rsp:CommandLine CommandId="{uuid.uuid4()}"><rsp:Command/><rsp:Arguments>{garbage}</rsp:Arguments></rsp:CommandLine>'),
+        (SHELL + "Connect", f'<rsp:Connect><connectXml xmlns="http://schemas.microsoft.com/powershell">{garbage}</connectXml></rsp:Connect>'),
+        ("http://schemas.xmlsoap.org/ws/2004/09/transfer/Create",
+         f'<rsp:Shell><creationXml xmlns="http://schemas.microsoft.com/powershell">{garbage}</creationXml></rsp:Shell>'),
+    ]
+
+    def mutate(data: bytes) -> bytes:
+        choice = rng.randrange(5)
+        if choice == 0:  # flip bytes
+            data = bytearray(data)
+            for _ in range(rng.randrange(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            return bytes(data)
+        if choice == 1:  # cut short
+            return data[:rng.randrange(len(data))]
+        if choice == 2:  # rename an element
+            names = re.findall(rb"<([a-zA-Z]+:[A-Za-z]+)", data)
+            name = rng.choice(names)
+            return data.replace(name, name + b"X", 1)
+        if choice == 3:  # damage an attribute value
+            return re.sub(rb'="[^"]*"', b'="%s"' % bytes(rng.choice(b"!\x01\xff{}") for _ in range(3)), data, count=1)
+        return data.replace(b"PT2S", rng.choice([b"PT-1S", b"P", b"PT99999999999S", b"PT0S"]))
+
+    answered = 0
+    for _ in range(300):
+        action, body = rng.choice(bodies)
+        data = mutate(envelope(action, body, shell.shell_id, timeout="PT2S"))
+        response = httpx.post(f"http://127.0.0.1:{peer.port}/wsman", content=data, timeout=30,
+                              headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
+                              auth=("alice", WSMAN_USERS["alice"]))
+        assert response.status_code in (200, 500), (response.status_code, data[:300])
+        answered += 1
+    assert answered == 300 and peer.alive()
+    log = peer.log_text()
+    assert "Traceback" not in log and "peer bug" not in log, log[-3000:]
+    shell.delete()
