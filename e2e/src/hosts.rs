@@ -61,6 +61,9 @@ pub struct Host {
     pub wsman_port: Option<u16>,
     #[serde(default)]
     pub relay: Option<Relay>,
+    /// A delaying relay in front of the WS-Management listener (`relay_start_wsman`).
+    #[serde(default)]
+    pub wsman_relay: Option<WsmanRelay>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +72,21 @@ pub struct Relay {
     pub port: u16,
     pub delay_ms: u64,
     pub known_hosts: PathBuf,
+}
+
+/// A delaying TCP relay on loopback in front of a host's WS-Management listener.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WsmanRelay {
+    pub address: String,
+    pub port: u16,
+    pub delay_ms: u64,
+}
+
+impl WsmanRelay {
+    /// `http://127.0.0.1:PORT/wsman` through the relay.
+    pub fn wsman_url(&self) -> String {
+        format!("http://{}:{}/wsman", self.address, self.port)
+    }
 }
 
 impl Host {
@@ -202,6 +220,39 @@ impl TargetHosts {
 
     pub async fn relay_stop(&self, host: &str) -> Result<()> {
         self.fault("relay-stop", host, &[]).await
+    }
+
+    /// Starts a delaying TCP relay on loopback in front of `host`'s WS-Management listener.
+    pub async fn relay_start_wsman(&mut self, host: &str, delay_ms: u64) -> Result<WsmanRelay> {
+        let dir = self.state.state_dir.to_string_lossy().into_owned();
+        let delay = delay_ms.to_string();
+        let stdout = run_hostctl(
+            &self.python,
+            &[
+                "relay-start",
+                "--state-dir",
+                &dir,
+                host,
+                "--delay-ms",
+                &delay,
+                "--service",
+                "wsman",
+            ],
+        )
+        .await?;
+        let updated: Host = serde_json::from_str(&stdout).context("parsing hostctl's host entry")?;
+        let relay = updated
+            .wsman_relay
+            .clone()
+            .context("relay-start reported no WSMan relay")?;
+        if let Some(entry) = self.state.hosts.iter_mut().find(|h| h.name == host) {
+            *entry = updated;
+        }
+        Ok(relay)
+    }
+
+    pub async fn wsman_relay_stop(&self, host: &str) -> Result<()> {
+        self.fault("wsman-relay-stop", host, &[]).await
     }
 }
 

@@ -32,7 +32,7 @@ async fn wsman_unauthenticated(addr: std::net::SocketAddr) -> std::io::Result<St
 
 #[tokio::test]
 async fn hosts_come_up_and_faults_bite() {
-    let hosts = TargetHosts::up(2).await.expect("hosts come up");
+    let mut hosts = TargetHosts::up(2).await.expect("hosts come up");
     assert_eq!(hosts.state.hosts.len(), 2);
     let h0 = hosts.host(0).clone();
     let h1 = hosts.host(1).clone();
@@ -63,6 +63,24 @@ async fn hosts_come_up_and_faults_bite() {
     .expect("wsman answers");
     assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
     assert!(reply.contains("WWW-Authenticate: Negotiate"), "{reply}");
+
+    // A delaying relay in front of the WSMan listener adds its delay to each direction.
+    let relay = hosts.relay_start_wsman(&h0.name, 150).await.expect("wsman relay");
+    let relayed: std::net::SocketAddr = format!("{}:{}", relay.address, relay.port)
+        .parse()
+        .expect("relay addr");
+    let started = std::time::Instant::now();
+    let reply = timeout(Duration::from_secs(10), wsman_unauthenticated(relayed))
+        .await
+        .expect("relayed wsman reply in time")
+        .expect("relayed wsman answers");
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        started.elapsed()
+    );
+    hosts.wsman_relay_stop(&h0.name).await.expect("wsman relay stop");
 
     hosts.blackhole(&h0.name).await.expect("blackhole");
     let hung = timeout(

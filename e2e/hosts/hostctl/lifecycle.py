@@ -50,6 +50,7 @@ def host_entry(state_dir: Path, net: HostNet, with_peer: bool) -> dict:
         "link_up": True,
         "blackholed": False,
         "relay": None,
+        "wsman_relay": None,
     }
 
 
@@ -210,5 +211,5 @@ def stop_relays(run_id: str, state_dir: Path) -> None:
         state = load_state(state_dir)
         if state["run_id"] != run_id:
             return
-        relays = [h["relay"] for h in state["hosts"] if h.get("relay")]
+        relays = [h[key] for h in state["hosts"] for key in ("relay", "wsman_relay") if h.get(key)]
         stop_processes([r["pid"] for r in relays if is_running(r["pid"], r.get("start_time"))])

@@ -45,3 +45,26 @@ def test_pypsrp_over_wsman_in_the_namespace(peer_hosts):
     host = peer_hosts["hosts"][0]
     assert host["wsman_port"] == 5985
     asyncio.run(asyncio.wait_for(wsman_scenario(peer_hosts), TIMEOUT))
+
+
+async def timed_pipeline(state: dict, port: int) -> float:
+    host = state["hosts"][0]
+    user = state["users"]["password"]
+    info = psrp.WSManInfo("127.0.0.1", scheme="http", port=port, auth="ntlm", username=user["name"],
+                          password=user["password"])
+    async with psrp.AsyncRunspacePool(info) as pool:
+        started = asyncio.get_running_loop().time()
+        assert (await invoke(pool, "Write-Output 'relayed'"))[0] == ["relayed"]
+        return asyncio.get_running_loop().time() - started
+
+
+def test_wsman_relay_adds_latency(peer_hosts, state_dir):
+    import hostctl
+
+    delay = 0.2
+    relay = hostctl.relay_start(state_dir, "h0", delay_ms=int(delay * 1000), service="wsman")["wsman_relay"]
+    assert relay["address"] == "127.0.0.1" and relay["port"] > 0
+    # A pipeline over WSMan is at least Command + Receive (+ Send): two round trips or more.
+    took = asyncio.run(asyncio.wait_for(timed_pipeline(peer_hosts, relay["port"]), TIMEOUT))
+    assert took >= 2 * 2 * delay * 0.9, took
+    hostctl.wsman_relay_stop(state_dir, "h0")
