@@ -123,8 +123,11 @@ def schema_error(message: str) -> WSManFault:
                       f"{message[:300]}")
 
 
-def invalid_options(message: str) -> WSManFault:
-    return WSManFault("s:Sender", "w:InvalidOptions", INVALID_PARAMETER, message)
+def invalid_parameter(message: str) -> WSManFault:
+    """A value the operation cannot take, shaped as Windows' w:InvalidParameter (FaultDetail InvalidValue, code
+    87) in pypsrp's test_winrs_fail_poll_process.yml recording."""
+    return WSManFault("s:Sender", "w:InvalidParameter", INVALID_PARAMETER, message,
+                      detail="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/InvalidValue")
 
 
 def internal_error(message: str) -> WSManFault:

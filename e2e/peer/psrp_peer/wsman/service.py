@@ -286,7 +286,7 @@ class ShellService:
         elif code == "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate":
             await shell.terminate_command(command_id)
         else:
-            raise faults.invalid_options(f"The signal code {code[:100]} is not supported by the PowerShell plugin.")
+            raise faults.invalid_parameter(f"The signal code {code[:100]} is not supported by the PowerShell plugin.")
         return self._response(request, SHELL_ACTION + "SignalResponse", ElementTree.Element(q("rsp:SignalResponse")))
 
     # ---- Receive --------------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ class ShellService:
         idle_text = _text(element.find("rsp:IdleTimeOut", NS)) or _text(element.find("rsp:IdleTimeout", NS))
         idle = parse_duration(idle_text)
         if idle is not None and idle < MIN_DISCONNECT_IDLE_SECONDS:
-            raise faults.invalid_options(
+            raise faults.invalid_parameter(
                 f"The WS-Management service cannot process the request because the IdleTimeOut value "
                 f"{idle_text} is less than the minimum of {MIN_DISCONNECT_IDLE_SECONDS} seconds.")
         if shell.disconnected:
