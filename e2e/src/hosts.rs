@@ -143,24 +143,31 @@ fn venv_python() -> Result<PathBuf> {
 impl TargetHosts {
     /// Makes `count` hosts, each with sshd and the PSRP peer.
     pub async fn up(count: usize) -> Result<Self> {
+        Self::up_with_peer_args(count, &[]).await
+    }
+
+    /// Like `up`, with extra `--wsman-*` options for every host's peer, each as one
+    /// `--option=value` (e.g. `--wsman-auto-disconnect=5`, `--wsman-buffer-bytes=65536`): shorter
+    /// timers and smaller buffers for tests of vanished clients. See e2e/peer/README.md.
+    pub async fn up_with_peer_args(count: usize, peer_args: &[&str]) -> Result<Self> {
         let python = venv_python()?;
         // hostctl needs a world-traversable path (sshd and the shim read it as the test users).
         let state_dir = std::env::temp_dir().join(crate::controlplane::unique_name("psso-hosts"));
         let count = count.to_string();
         let owner = std::process::id().to_string();
-        let stdout = run_hostctl(
-            &python,
-            &[
-                "up",
-                "--count",
-                &count,
-                "--state-dir",
-                &state_dir.to_string_lossy(),
-                "--owner-pid",
-                &owner,
-            ],
-        )
-        .await?;
+        let state_dir_arg = state_dir.to_string_lossy().into_owned();
+        let mut args = vec![
+            "up".to_owned(),
+            "--count".to_owned(),
+            count,
+            "--state-dir".to_owned(),
+            state_dir_arg,
+            "--owner-pid".to_owned(),
+            owner,
+        ];
+        args.extend(peer_args.iter().map(|arg| format!("--peer-arg={arg}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stdout = run_hostctl(&python, &args).await?;
         let state: HostsState = serde_json::from_str(&stdout).context("parsing hostctl's hosts.json")?;
         Ok(Self { state, python })
     }

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subnet", default=DEFAULT_SUBNET, help=f"range for the /30 host links (default {DEFAULT_SUBNET})")
     p.add_argument("--owner-pid", type=int, default=None,
                    help="tear the hosts down when this process exits (default: the caller; 0: never)")
+    p.add_argument("--peer-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every host's PSRP peer, repeatable; only --wsman-* tuning options, "
+                        "e.g. --peer-arg=--wsman-auto-disconnect=5")
 
     p = commands.add_parser("down", help="stop everything of the run in DIR and remove it")
     p.add_argument("--state-dir", required=True)
@@ -84,7 +87,7 @@ def dispatch(args: argparse.Namespace) -> Any:
         # The CLI's caller owns the run by default: a test binary that dies takes its hosts along.
         owner = os.getppid() if args.owner_pid is None else args.owner_pid
         return up(args.state_dir, args.count, max_sessions=args.max_sessions, peer=not args.no_peer,
-                  subnet=args.subnet, owner_pid=owner)
+                  subnet=args.subnet, owner_pid=owner, peer_args=args.peer_arg)
     if args.command == "down":
         return down(args.state_dir)
     if args.command == "gc":

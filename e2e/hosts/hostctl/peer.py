@@ -27,6 +27,20 @@ def resolve_peer_python() -> str:
     return f"{out[-1]}/bin/python"
 
 
+# The peer options a test may tune per run; the rest (socket, log, listen address, users) is the harness's.
+TUNABLE_PEER_OPTIONS = ("--wsman-auto-disconnect", "--wsman-idle-timeout", "--wsman-buffer-bytes",
+                        "--wsman-buffer-mode", "--wsman-max-shells-per-user", "--wsman-robust-retention",
+                        "--wsman-allow-unencrypted", "--wsman-no-basic", "--wsman-configuration", "--log-level")
+
+
+def check_peer_args(args: list[str]) -> list[str]:
+    """Only `--option=value` (or a bare flag) from TUNABLE_PEER_OPTIONS: one argv entry each, nothing else."""
+    for arg in args:
+        if arg.split("=", 1)[0] not in TUNABLE_PEER_OPTIONS:
+            raise HostctlError(f"--peer-arg {arg!r}: allowed are {', '.join(TUNABLE_PEER_OPTIONS)} as --option=value")
+    return list(args)
+
+
 def check_peer_installed() -> None:
     if not PEER_MAIN.is_file():
         raise HostctlError(f"PSRP peer not found ({PEER_MAIN}); pass --no-peer to start hosts without it")
@@ -44,7 +58,8 @@ def spawn_peer(state: dict, host: dict) -> None:
     write_atomically(users, f"{password_user['name']}:{password_user['password']}\n", mode=0o600)
     argv = ["ip", "netns", "exec", host["netns"], state["peer_python"], "-m", "psrp_peer",
             "--socket", peer["socket"], "--log", peer["log"], "--pid-file", peer["pid_file"],
-            "--wsman", f"{host['address']}:{host.get('wsman_port', WSMAN_PORT)}", "--wsman-users", str(users)]
+            "--wsman", f"{host['address']}:{host.get('wsman_port', WSMAN_PORT)}", "--wsman-users", str(users),
+            *state.get("peer_args", [])]
     peer["pid"] = spawn(state["run_id"], argv, Path(host["dir"]) / "peer.out", env={"PYTHONPATH": str(PEER_DIR)})
 
 

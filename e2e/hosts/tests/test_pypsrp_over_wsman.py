@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
+from pathlib import Path
 
 import psrp
 from psrpcore.types import RunspacePoolState
@@ -68,3 +70,46 @@ def test_wsman_relay_adds_latency(peer_hosts, state_dir):
     took = asyncio.run(asyncio.wait_for(timed_pipeline(peer_hosts, relay["port"]), TIMEOUT))
     assert took >= 2 * 2 * delay * 0.9, took
     hostctl.wsman_relay_stop(state_dir, "h0")
+
+
+def test_peer_args_tune_the_wsman_timers(state_dir):
+    """`up --peer-arg`: a run whose peers disconnect a vanished client's shell after 1 s and delete it 2 s later
+    (tests of vanished clients need not wait Windows' minutes); the options survive peer-restart."""
+    import hostctl
+    import pytest
+
+    with pytest.raises(hostctl.HostctlError, match="allowed are"):
+        hostctl.up(state_dir, 1, peer_args=["--socket=/tmp/elsewhere"])
+    state = hostctl.up(state_dir, 1, peer_args=["--wsman-auto-disconnect=1", "--wsman-idle-timeout=3"])
+    try:
+        def peer_cmdline() -> list[str]:
+            pid = hostctl.load_state(state_dir)["hosts"][0]["peer"]["pid"]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read().decode().split("\0")
+
+        assert "--wsman-auto-disconnect=1" in peer_cmdline()
+        hostctl.peer_restart(state_dir, "h0")
+        assert "--wsman-idle-timeout=3" in peer_cmdline()
+
+        async def open_and_leave() -> str:
+            pool = psrp.AsyncRunspacePool(wsman_info(state))
+            await pool.open()
+            ps = psrp.AsyncPowerShell(pool)
+            ps.add_script("Start-Sleep -Seconds 60")
+            await ps.invoke_async()
+            # The client "vanishes": its HTTP connections close without Disconnect or Delete.
+            await pool._connection._connection.close()
+            for task in pool._connection._listener_tasks.values():
+                task.cancel()
+            return str(pool._pool.runspace_pool_id)
+
+        shell_id = asyncio.run(asyncio.wait_for(open_and_leave(), TIMEOUT))
+        log = Path(state["hosts"][0]["peer"]["log"])
+        deadline = time.monotonic() + 20
+        while f"shell {shell_id} (" not in log.read_text() or "deleted: idle" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        text = log.read_text()
+        assert f"shell {shell_id} ({state['users']['password']['name']}) disconnected (no client" in text
+    finally:
+        hostctl.down(state_dir)
