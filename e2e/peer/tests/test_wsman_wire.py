@@ -187,6 +187,7 @@ class OpenShell:
             task = await ps.invoke_async()
             await pool.disconnect()
             task.cancel()
+            await pool._connection._connection.close()  # pypsrp keeps its main HTTP connection open otherwise
             return str(pool._pool.runspace_pool_id).upper(), str(ps._pipeline.pipeline_id).upper()
 
         self.shell_id, self.command_id = arun(open_and_disconnect())
@@ -458,3 +459,31 @@ def test_mutated_requests_never_break_the_peer(peer):
     log = peer.log_text()
     assert "Traceback" not in log and "peer bug" not in log, log[-3000:]
     shell.delete()
+
+
+def test_quiet_client_with_open_connection_keeps_its_shell_connected(tmp_path):
+    """Auto-disconnect follows the client's TCP connections (MS-WSMV 3.1.6.5), not its silence."""
+    own = WSManPeer(tmp_path, "--wsman-allow-unencrypted", "--wsman-auto-disconnect", "1")
+    try:
+        shell = OpenShell(own, "Start-Sleep -Seconds 30")
+        enumerate_shells = envelope("http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate",
+                                    '<n:Enumerate xmlns:n="http://schemas.xmlsoap.org/ws/2004/09/enumeration">'
+                                    "<w:OptimizeEnumeration/></n:Enumerate>",
+                                    resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell")
+
+        def state() -> str:
+            root = ElementTree.fromstring(post(own, enumerate_shells).content)
+            return root.findtext(".//rsp:Shell/rsp:State", None, NS)
+
+        with httpx.Client(timeout=30) as keep_alive:
+            # One request on a connection that stays open, then silence.
+            assert shell.receive(timeout="PT1S", client=keep_alive).status_code in (200, 500)
+            time.sleep(2.5)
+            assert state() == "Connected"
+        deadline = time.monotonic() + 10
+        while state() != "Disconnected":  # its last connection closed: the clock runs
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        shell.delete()
+    finally:
+        own.stop()

@@ -123,6 +123,7 @@ class WSManListener:
             log.exception("conn %d from %s: peer bug; closing this connection", connection_id, peer[0])
         finally:
             self.connections.pop(connection_id, None)
+            self.service.connection_closed(connection_id)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2)

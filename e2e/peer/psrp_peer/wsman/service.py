@@ -110,7 +110,7 @@ class ShellService:
         if handler is None:
             raise faults.action_not_supported(action)
         shell = self._shell(request, caller)
-        shell.touch()
+        shell.attach(caller.connection)
         try:
             return await handler(request, caller, shell)
         except BadEnvelope as e:  # e.g. an IdleTimeOut in the body that is no xs:duration
@@ -170,6 +170,7 @@ class ShellService:
             await self._discard_new(shell)
             raise faults.internal_error(f"a shell with id {str(shell_id).upper()} already exists")
         self.shells[shell_id] = shell
+        shell.attach(caller.connection)
         shell.output_ready(shell.session)
         log.info("shell %s created by %s from %s (%s)", shell_id, caller.user, caller.client_ip, configuration)
         body = ElementTree.Element(q("wst:ResourceCreated"))
@@ -474,6 +475,12 @@ class ShellService:
                     shell.disconnect(None, None, "no client for the auto-disconnect time")
                 except Exception as e:  # a pool that never opened cannot be disconnected: it is removed
                     await self._remove(shell, f"client vanished before the pool opened ({e})")
+
+    def connection_closed(self, connection: int) -> None:
+        """A client's TCP connection is gone (MS-WSMV 3.1.6.5): the auto-disconnect clock of the shells it
+        served starts now, unless another of their connections is still open."""
+        for shell in self.shells.values():
+            shell.detach(connection)
 
     async def close_all(self) -> None:
         for shell in list(self.shells.values()):

@@ -4,8 +4,8 @@ around it: the commands (pipelines) by CommandId, the outbox the client's Receiv
 
 Life of a shell whose client vanishes (TCP gone, no Delete or Disconnect), as a Windows host handles it:
 MS-WSMV 3.1.6.5 says the server treats such a shell as idle, not disconnected, so the shell and its running
-commands stay; their output is buffered (Block or Drop, outbox.py). Once no client has been seen for the
-auto-disconnect time, the shell becomes Disconnected (what PowerShell's robust connections do after a network
+commands stay; their output is buffered (Block or Drop, outbox.py). Once the client's TCP connections are all
+closed and nothing has come for the auto-disconnect time, the shell becomes Disconnected (what PowerShell's robust connections do after a network
 outage, MS-WSMV 3.1.5.6 Connection AutoDisconnect Timer), so any client of the user can Connect to it and take
 the buffered output (Receive-PSSession). When the idle timeout passes without a client, the shell is deleted
 (MS-WSMV 3.1.5.3 Shell Idle Timeout Timer) and its pipelines are stopped.
@@ -58,6 +58,9 @@ class WSManShell:
         self.created = time.time()
         self.last_activity = time.monotonic()
         self.receivers = 0  # Receive requests waiting on this shell right now
+        # TCP connections (listener ids) that carried requests for this shell and are still open: while one is,
+        # the client is there, however quiet. The auto-disconnect clock runs only once they are all gone.
+        self.connections: typing.Set[int] = set()
         self._changed = asyncio.Event()  # output arrived, or state changed: wake waiting Receives
         self._drained = asyncio.Event()  # a Receive took output: wake pipelines blocked on a full buffer
 
@@ -77,6 +80,15 @@ class WSManShell:
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    def attach(self, connection: int) -> None:
+        self.connections.add(connection)
+        self.touch()
+
+    def detach(self, connection: int) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self.touch()  # the client was there until now
 
     # ---- engine.Frontend ------------------------------------------------------------------------------
 
@@ -195,6 +207,6 @@ class WSManShell:
         idle = now - self.last_activity
         if idle >= self.idle_timeout:
             return "delete"
-        if not self.disconnected and idle >= self.settings.auto_disconnect:
+        if not self.disconnected and not self.connections and idle >= self.settings.auto_disconnect:
             return "disconnect"
         return None
