@@ -45,6 +45,7 @@ def recordings() -> typing.Dict[str, list]:
         directory = done.stdout.strip()
     return {name: yaml.safe_load(open(os.path.join(directory, name)))["messages"]
             for name in ("test_psrp_disconnected_commands.yml", "test_psrp_disconnect_runspaces.yml",
+                         "test_psrp_is_alive_state_disconnected.yml",
                          "test_psrp_is_alive_invalid_selectors.yml", "test_psrp_long_running_cmdlet.yml")}
 
 
@@ -146,6 +147,12 @@ def test_responses_have_windows_shape(tmp_path, recordings):
 
         disconnect = raw.post(SHELL + "Disconnect", "<rsp:Disconnect />", shell_id)
         assert_same_shape(disconnect, recorded(recordings, disconnected, SHELL + "Disconnect"), "DisconnectResponse")
+
+        got = raw.post(TRANSFER + "Get", shell_id=shell_id, resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell")
+        windows_get = recorded(recordings, "test_psrp_is_alive_state_disconnected.yml", TRANSFER + "Get",
+                               lambda q, r: "<rsp:State>Disconnected" in r)
+        assert_same_shape(got, windows_get, "GetResponse (shell)")
+        assert got.find(f".//{{{RSP}}}State").text == "Disconnected"
 
         shells = raw.post("http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate",
                           "<wsen:Enumerate xmlns:wsen=\"http://schemas.xmlsoap.org/ws/2004/09/enumeration\" "

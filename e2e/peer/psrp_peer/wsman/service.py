@@ -9,6 +9,7 @@ every shell of every user lives in it.
     Receive      DesiredStream stdout; w:TimedOut after OperationTimeout                MS-WSMV 3.1.4.14, PSRP 3.1.5.3.7,
                                                                                         3.2.5.3.7/8
     Signal       powershell/signal/crtl_c stops, .../signal/Terminate closes a command  MS-WSMV 3.1.4.12, PSRP 3.2.5.3.10
+    Get          the shell's properties (rsp:Shell)                                     MS-WSMV 3.1.4.2.1
     Delete       the shell, stopping its pipelines                                      MS-WSMV 3.1.4.4.1
     Disconnect   rsp:BufferMode Block|Drop, rsp:IdleTimeOut (refused under 60 s)        MS-WSMV 3.1.4.15, PSRP 3.1.5.3.16
     Reconnect    the same client resumes                                                MS-WSMV 3.1.4.16, PSRP 3.2.5.3.19
@@ -97,6 +98,7 @@ class ShellService:
             except BadEnvelope as e:
                 raise faults.schema_error(str(e)) from None
         handlers = {
+            TRANSFER + "Get": self.get,
             TRANSFER + "Delete": self.delete,
             SHELL_ACTION + "Command": self.command,
             SHELL_ACTION + "Send": self.send,
@@ -231,6 +233,12 @@ class ShellService:
         for name, value in fields:
             ElementTree.SubElement(element, q(f"rsp:{name}")).text = value
         return element
+
+    async def get(self, request: Request, caller: Caller, shell: WSManShell) -> ElementTree.Element:
+        """wst:Get of a shell (MS-WSMV 3.1.4.2.1): its properties, as Windows answers it (pypsrp's is_alive
+        recordings: the same rsp:Shell as in an enumeration)."""
+        body = self._shell_element(shell, enumerated=True)
+        return self._response(request, TRANSFER + "GetResponse", body)
 
     # ---- Command, Send, Signal ------------------------------------------------------------------------
 
