@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
 import psrp
+import pytest
 from psrpcore.types import RunspacePoolState
+
+from conftest import hostctl
 
 from test_pypsrp_over_ssh import ALL_STREAMS_SCRIPT, TIMEOUT, check_all_streams, invoke
 
@@ -61,8 +67,6 @@ async def timed_pipeline(state: dict, port: int) -> float:
 
 
 def test_wsman_relay_adds_latency(peer_hosts, state_dir):
-    import hostctl
-
     delay = 0.2
     relay = hostctl.relay_start(state_dir, "h0", delay_ms=int(delay * 1000), service="wsman")["wsman_relay"]
     assert relay["address"] == "127.0.0.1" and relay["port"] > 0
@@ -75,9 +79,6 @@ def test_wsman_relay_adds_latency(peer_hosts, state_dir):
 def test_peer_args_tune_the_wsman_timers(state_dir):
     """`up --peer-arg`: a run whose peers disconnect a vanished client's shell after 1 s and delete it 2 s later
     (tests of vanished clients need not wait Windows' minutes); the options survive peer-restart."""
-    import hostctl
-    import pytest
-
     with pytest.raises(hostctl.HostctlError, match="allowed are"):
         hostctl.up(state_dir, 1, peer_args=["--socket=/tmp/elsewhere"])
     state = hostctl.up(state_dir, 1, peer_args=["--wsman-auto-disconnect=1", "--wsman-idle-timeout=3"])
@@ -91,19 +92,26 @@ def test_peer_args_tune_the_wsman_timers(state_dir):
         hostctl.peer_restart(state_dir, "h0")
         assert "--wsman-idle-timeout=3" in peer_cmdline()
 
-        async def open_and_leave() -> str:
-            pool = psrp.AsyncRunspacePool(wsman_info(state))
-            await pool.open()
-            ps = psrp.AsyncPowerShell(pool)
-            ps.add_script("Start-Sleep -Seconds 60")
-            await ps.invoke_async()
-            # The client "vanishes": its HTTP connections close without Disconnect or Delete.
-            await pool._connection._connection.close()
-            for task in pool._connection._listener_tasks.values():
-                task.cancel()
-            return str(pool._pool.runspace_pool_id)
-
-        shell_id = asyncio.run(asyncio.wait_for(open_and_leave(), TIMEOUT))
+        # A client that vanishes: its process exits in the middle of a job (the kernel closes its TCP
+        # connections; no Disconnect, no Delete).
+        host, user = state["hosts"][0], state["users"]["password"]
+        client = textwrap.dedent(f"""
+            import asyncio, os, psrp
+            async def main():
+                info = psrp.WSManInfo({host['address']!r}, scheme="http", port={host['wsman_port']}, auth="ntlm",
+                                      username={user['name']!r}, password={user['password']!r})
+                pool = psrp.AsyncRunspacePool(info)
+                await pool.open()
+                ps = psrp.AsyncPowerShell(pool)
+                ps.add_script("Start-Sleep -Seconds 60")
+                await ps.invoke_async()
+                print(pool._pool.runspace_pool_id, flush=True)
+                os._exit(0)
+            asyncio.run(main())
+        """)
+        done = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        shell_id = done.stdout.strip()
         log = Path(state["hosts"][0]["peer"]["log"])
         deadline = time.monotonic() + 20
         while f"shell {shell_id} (" not in log.read_text() or "deleted: idle" not in log.read_text():
