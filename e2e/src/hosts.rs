@@ -120,12 +120,12 @@ pub struct TargetHosts {
     python: PathBuf,
 }
 
-fn repo_path(relative: &str) -> PathBuf {
+pub(crate) fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
 /// The project's Python venv (`e2e/python-env.sh`), or `PSSO_VENV` when the test command made it.
-fn venv_python() -> Result<PathBuf> {
+pub(crate) fn venv_python() -> Result<PathBuf> {
     if let Some(venv) = std::env::var_os("PSSO_VENV") {
         return Ok(PathBuf::from(venv).join("bin/python"));
     }

@@ -7,6 +7,7 @@ pub mod crds;
 pub mod hosts;
 pub mod operator;
 pub mod tasks;
+pub mod wsman_peer;
 
 pub use controlplane::{
     ControlPlane, KubectlOutput, Options as ControlPlaneOptions, TestNamespace, kubectl_in, test_namespace,

@@ -13,7 +13,8 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{
-    BoxFuture, Flow, PipelineEvent, PipelineHandle, SessionError, SessionOptions, SessionStatus, error_record,
+    BoxFuture, Delivery, Flow, PipelineEvent, PipelineHandle, SessionError, SessionOptions, SessionStatus,
+    error_record,
 };
 use crate::{
     fragment::{FragmentHeader, HEADER_LEN},
@@ -40,7 +41,7 @@ const SKIP_AFTER_MISS: u32 = 16;
 /// The polite close of the transport, after the pool's CloseAck, gets at most this long.
 const TRANSPORT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) enum Request {
+pub(in crate::session) enum Request {
     Invoke {
         pipeline: CreatePipeline,
         reply: oneshot::Sender<Result<PipelineHandle, SessionError>>,
@@ -52,6 +53,16 @@ pub(super) enum Request {
     Close {
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
+    /// WS-Management only.
+    Disconnect {
+        idle_timeout: Duration,
+        buffer_mode: crate::wsman::BufferMode,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    /// WS-Management only.
+    Reconnect {
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
 }
 
 impl std::fmt::Debug for Request {
@@ -60,6 +71,8 @@ impl std::fmt::Debug for Request {
             Request::Invoke { .. } => f.write_str("Invoke"),
             Request::Stop { pipeline, .. } => write!(f, "Stop({pipeline})"),
             Request::Close { .. } => f.write_str("Close"),
+            Request::Disconnect { .. } => f.write_str("Disconnect"),
+            Request::Reconnect { .. } => f.write_str("Reconnect"),
         }
     }
 }
@@ -101,7 +114,7 @@ struct Current {
     phase: Phase,
     reply: Option<oneshot::Sender<Result<PipelineHandle, SessionError>>>,
     handle: Option<PipelineHandle>,
-    events: mpsc::UnboundedSender<PipelineEvent>,
+    events: mpsc::UnboundedSender<Delivery>,
     flow: Arc<Flow>,
     /// The handle is gone: events are dropped.
     handle_gone: bool,
@@ -118,7 +131,7 @@ impl Current {
             return;
         }
         self.flow.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if self.events.send(event).is_err() {
+        if self.events.send(Delivery::Event(event)).is_err() {
             self.flow.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             self.handle_gone = true;
         }
@@ -345,6 +358,11 @@ impl Actor {
             }
             Request::Stop { pipeline, reply } => self.stop(pipeline, Some(reply)),
             Request::Close { reply } => self.close(reply),
+            Request::Disconnect { reply, .. } | Request::Reconnect { reply } => {
+                let _ = reply.send(Err(SessionError::Unsupported(
+                    "the SSH transport has no disconnect: PowerShell's runspace ends with the connection",
+                )));
+            }
         }
     }
 
@@ -412,6 +430,7 @@ impl Actor {
                 flow: Arc::clone(&flow),
                 requests: self.weak_requests.clone(),
                 finished: false,
+                checkpoints: false,
             };
             self.targets.push(Target {
                 pipeline: Some(id),
@@ -883,6 +902,8 @@ impl Actor {
             state,
             availability,
             error: self.failed.clone(),
+            shell_id: None,
+            wsman_session_id: None,
         };
         self.status.send_if_modified(|status| {
             if status.same_as(&next) {
@@ -897,7 +918,7 @@ impl Actor {
 
 /// Cuts fragment bytes into packets of whole fragments, each at most `max_packet` bytes unless one
 /// fragment alone is larger.
-fn whole_fragment_packets(data: Vec<u8>, max_packet: usize) -> Vec<Bytes> {
+pub(in crate::session) fn whole_fragment_packets(data: Vec<u8>, max_packet: usize) -> Vec<Bytes> {
     let data = Bytes::from(data);
     let mut packets = Vec::new();
     let (mut start, mut pos) = (0, 0);
@@ -930,7 +951,7 @@ async fn write_some<W: AsyncWrite + Unpin>(writer: &mut W, pending: &[u8]) -> io
     }
 }
 
-async fn handle_gone(events: Option<&mpsc::UnboundedSender<PipelineEvent>>) {
+async fn handle_gone(events: Option<&mpsc::UnboundedSender<Delivery>>) {
     match events {
         Some(events) => events.closed().await,
         None => std::future::pending().await,

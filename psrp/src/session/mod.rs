@@ -47,6 +47,7 @@
 mod actor;
 #[cfg(test)]
 mod tests;
+pub mod wsman;
 
 use std::{
     future::Future,
@@ -76,9 +77,12 @@ use crate::{
         outofproc::{PacketError, PacketKind},
         ssh::{SshConfig, SshError, SshSubsystem, open_subsystem},
     },
+    wsman::BufferMode,
 };
 
 use actor::{Actor, Closer, Request};
+
+pub use wsman::{WsmanFailure, WsmanSessionConfig, delete_shell, list_shells};
 
 /// How a session opens and how long it waits.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +113,12 @@ pub struct SessionStatus {
     pub availability: Availability,
     /// Why the session ended, when it failed.
     pub error: Option<SessionError>,
+    /// WS-Management: the shell's id (the runspace pool's id), known from the Create (or Connect)
+    /// on, before any command. `None` over SSH.
+    pub shell_id: Option<Uuid>,
+    /// WS-Management: the `wsmv:SessionId` every request of this client carries; what a
+    /// Reconnect needs besides the shell id. `None` over SSH.
+    pub wsman_session_id: Option<Uuid>,
 }
 
 impl SessionStatus {
@@ -117,12 +127,16 @@ impl SessionStatus {
             state: RunspacePoolState::Opening,
             availability: Availability::None,
             error: None,
+            shell_id: None,
+            wsman_session_id: None,
         }
     }
 
     fn same_as(&self, other: &SessionStatus) -> bool {
         self.state == other.state
             && self.availability == other.availability
+            && self.shell_id == other.shell_id
+            && self.wsman_session_id == other.wsman_session_id
             && self.error.as_ref().map(SessionError::reason) == other.error.as_ref().map(SessionError::reason)
     }
 }
@@ -163,6 +177,19 @@ pub enum SessionError {
     /// This client closed (or dropped) the session.
     #[error("the session is closed")]
     Closed,
+    /// The WS-Management transport failed (HTTP, authentication, TLS) or the server answered with
+    /// a fault; [`WsmanFailure::reason`] names which.
+    #[error(transparent)]
+    Wsman(WsmanFailure),
+    /// The transport cannot do what was asked (a Disconnect over SSH, which has none).
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The operation does not fit the session's state now (a Reconnect of a connected session).
+    #[error("the session is {state}, which does not allow {action}")]
+    InvalidState {
+        state: RunspacePoolState,
+        action: &'static str,
+    },
 }
 
 impl SessionError {
@@ -180,12 +207,21 @@ impl SessionError {
             SessionError::Broken { .. } => "Broken",
             SessionError::ClosedByServer => "ClosedByServer",
             SessionError::Closed => "Closed",
+            SessionError::Wsman(e) => e.reason(),
+            SessionError::Unsupported(_) => "Unsupported",
+            SessionError::InvalidState { .. } => "InvalidState",
         }
     }
 
     /// True when opening again with the same configuration cannot help (host key, credentials).
+    /// A WS-Management quota (`QuotaExceeded`) is not permanent: shells end, and a retry opens.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, SessionError::Transport(e) if e.is_permanent())
+        match self {
+            SessionError::Transport(e) => e.is_permanent(),
+            SessionError::Wsman(e) => e.is_permanent(),
+            SessionError::Unsupported(_) => true,
+            _ => false,
+        }
     }
 
     /// The error a failed read or write of the stream means.
@@ -503,6 +539,53 @@ impl Session {
         .await
     }
 
+    /// WS-Management: the shell's id (= [`Self::instance_id`]); `None` over SSH.
+    pub fn shell_id(&self) -> Option<Uuid> {
+        self.status.borrow().shell_id
+    }
+
+    /// WS-Management: the `wsmv:SessionId` of this client; `None` over SSH.
+    pub fn wsman_session_id(&self) -> Option<Uuid> {
+        self.status.borrow().wsman_session_id
+    }
+
+    /// WS-Management Disconnect (Disconnect-PSSession): the server keeps the shell, its running
+    /// pipeline and that pipeline's output, buffered by `buffer_mode`, for `idle_timeout` (at least
+    /// 60 s: less is refused here with [`WsmanFailure::IdleTimeoutTooShort`], as Windows refuses
+    /// it). The pool and the running pipeline become Disconnected; new pipelines wait in the queue
+    /// until [`Self::reconnect`]. Waits for a pipeline being created to be created first. Over SSH:
+    /// [`SessionError::Unsupported`].
+    pub async fn disconnect(
+        &self,
+        idle_timeout: Duration,
+        buffer_mode: BufferMode,
+    ) -> Result<(), SessionError> {
+        self.ask(|reply| Request::Disconnect {
+            idle_timeout,
+            buffer_mode,
+            reply,
+        })
+        .await
+    }
+
+    /// WS-Management Reconnect (Connect-PSSession from the client that disconnected): the pool and
+    /// its pipeline are Opened and Running again, and the output the server buffered meanwhile
+    /// arrives through the pipeline's handle. Over SSH: [`SessionError::Unsupported`].
+    pub async fn reconnect(&self) -> Result<(), SessionError> {
+        self.ask(|reply| Request::Reconnect { reply }).await
+    }
+
+    async fn ask(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<(), SessionError>>) -> Request,
+    ) -> Result<(), SessionError> {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(request(reply)).await.is_err() {
+            return Err(self.ended_error());
+        }
+        answer.await.unwrap_or_else(|_| Err(self.ended_error()))
+    }
+
     /// Closes politely: the server stops a running pipeline and closes the pool, then the
     /// transport closes. Returns the error that had ended the session, if one had.
     pub async fn close(self) -> Result<(), SessionError> {
@@ -551,14 +634,68 @@ impl Flow {
     }
 }
 
+/// What the session task hands a pipeline's handle: events, and over WS-Management a checkpoint
+/// after the events of each ReceiveResponse, which the next Receive of that pipeline waits for.
+#[derive(Debug)]
+// Events are nearly every item: boxing them to shrink the rare checkpoint costs an allocation each.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Delivery {
+    Event(PipelineEvent),
+    /// The events before it are everything one ReceiveResponse carried: once the consumer
+    /// acknowledges them, the next Receive goes out.
+    Checkpoint(Receipt),
+}
+
+/// The acknowledgement of the events before a [`Delivery::Checkpoint`], sent back to the task.
+#[derive(Debug)]
+pub(crate) struct Receipt {
+    pipeline: Uuid,
+    acks: mpsc::UnboundedSender<Uuid>,
+}
+
+impl Receipt {
+    fn acknowledge(self) {
+        let _ = self.acks.send(self.pipeline);
+    }
+}
+
+/// The events of one server response (over WS-Management: one ReceiveResponse), for a consumer
+/// that saves them before more is asked of the server. See [`PipelineHandle::next_batch`].
+#[derive(Debug)]
+pub struct EventBatch {
+    /// The events, in order; the last may be the pipeline's last ([`PipelineEvent::is_last`]).
+    pub events: Vec<PipelineEvent>,
+    receipt: Option<Receipt>,
+}
+
+impl EventBatch {
+    /// Says the events are saved: the next Receive of this pipeline may go out (and with it the
+    /// server discards what it handed out). Dropping the batch without this does NOT acknowledge:
+    /// that pipeline receives nothing more until its handle is dropped (which stops it) or the
+    /// session ends; a process that dies before acknowledging leaves the output with the server.
+    pub fn acknowledge(mut self) {
+        if let Some(receipt) = self.receipt.take() {
+            receipt.acknowledge();
+        }
+    }
+
+    /// Whether the next Receive waits for [`Self::acknowledge`] (WS-Management). Over SSH a
+    /// batch is just the events queued at the time: there is nothing to acknowledge.
+    pub fn needs_acknowledgement(&self) -> bool {
+        self.receipt.is_some()
+    }
+}
+
 /// One pipeline's events, and its stop. Dropping it stops the pipeline if it still runs.
 #[derive(Debug)]
 pub struct PipelineHandle {
     id: Uuid,
-    events: mpsc::UnboundedReceiver<PipelineEvent>,
+    events: mpsc::UnboundedReceiver<Delivery>,
     flow: Arc<Flow>,
     requests: mpsc::WeakSender<Request>,
     finished: bool,
+    /// The task closes every run of events with a [`Delivery::Checkpoint`] (WS-Management).
+    checkpoints: bool,
 }
 
 impl PipelineHandle {
@@ -568,22 +705,101 @@ impl PipelineHandle {
     }
 
     /// The next event; `None` after the last one ([`PipelineEvent::is_last`]). Cancellation safe.
+    ///
+    /// Over WS-Management, taking the events of one ReceiveResponse acknowledges them: the next
+    /// Receive goes out once the last of them was taken and this is called again. A consumer that
+    /// must save output before the server forgets it uses [`Self::next_batch`] instead.
     pub async fn next_event(&mut self) -> Option<PipelineEvent> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            match self.events.recv().await {
+                Some(Delivery::Event(event)) => return Some(self.took(event)),
+                Some(Delivery::Checkpoint(receipt)) => receipt.acknowledge(),
+                // The task ended without a last event for this pipeline: the session was dropped.
+                None => {
+                    self.finished = true;
+                    return Some(PipelineEvent::Lost(SessionError::Closed));
+                }
+            }
+        }
+    }
+
+    fn took(&mut self, event: PipelineEvent) -> PipelineEvent {
+        self.flow.taken();
+        self.finished = event.is_last();
+        event
+    }
+
+    /// The next events as one batch, for a consumer that persists output before the server is
+    /// asked for more (persist-before-acknowledge); `None` after the last event. Waits for at least
+    /// one event. Over WS-Management a batch is exactly what one ReceiveResponse carried, and the
+    /// pipeline's next Receive (which tells the server it may discard those) goes out only once
+    /// [`EventBatch::acknowledge`] is called: a crash between receiving and saving loses nothing the
+    /// server still has. Over SSH there is no acknowledgement (the runspace dies with the
+    /// connection): a batch is the events queued at the time. Cancellation safe while waiting for
+    /// the first event.
+    pub async fn next_batch(&mut self) -> Option<EventBatch> {
         if self.finished {
             return None;
         }
-        match self.events.recv().await {
-            Some(event) => {
-                self.flow.taken();
-                self.finished = event.is_last();
-                Some(event)
+        let mut events = Vec::new();
+        let first = self.events.recv().await;
+        let mut item = first;
+        loop {
+            match item {
+                Some(Delivery::Event(event)) => {
+                    events.push(self.took(event));
+                    if self.finished {
+                        // A checkpoint right after the last event still belongs to this batch
+                        // (over WS-Management one follows every run of events but a loss).
+                        let lost = matches!(events.last(), Some(PipelineEvent::Lost(_)));
+                        let next = if self.checkpoints && !lost {
+                            self.events.recv().await
+                        } else {
+                            self.events.try_recv().ok()
+                        };
+                        if let Some(Delivery::Checkpoint(receipt)) = next {
+                            return Some(EventBatch {
+                                events,
+                                receipt: Some(receipt),
+                            });
+                        }
+                        break;
+                    }
+                }
+                Some(Delivery::Checkpoint(receipt)) => {
+                    if events.is_empty() {
+                        // Nothing before it: nothing to save.
+                        receipt.acknowledge();
+                    } else {
+                        return Some(EventBatch {
+                            events,
+                            receipt: Some(receipt),
+                        });
+                    }
+                }
+                None => {
+                    self.finished = true;
+                    events.push(PipelineEvent::Lost(SessionError::Closed));
+                    break;
+                }
             }
-            // The task ended without a last event for this pipeline: the session was dropped.
-            None => {
-                self.finished = true;
-                Some(PipelineEvent::Lost(SessionError::Closed))
-            }
+            item = match self.events.try_recv() {
+                Ok(next) => Some(next),
+                // Over WS-Management the checkpoint closing this batch is on its way.
+                Err(mpsc::error::TryRecvError::Empty) if events.is_empty() || self.checkpoints => {
+                    self.events.recv().await
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
         }
+        Some(EventBatch {
+            events,
+            receipt: None,
+        })
     }
 
     /// Stops the pipeline (OutOfProc `<Signal>`) and waits until the server said it ended, within

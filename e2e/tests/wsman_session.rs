@@ -1,0 +1,509 @@
+//! The async session facade over WS-Management (`Session::open_wsman`, `connect_wsman`,
+//! `list_shells`, `delete_shell`) against the PSRP peer's WSMan listener on loopback (a process
+//! per test, ephemeral port): NTLM with message encryption and Basic, every stream, state across
+//! pipelines, stop, disconnect and reconnect, a new client taking over a running job and receiving
+//! every line once and in order, a vanished client, enumeration, persist-before-acknowledge, and
+//! the typed errors (quota, wrong password, unreachable port, short idle timeout). Every wait is
+//! bounded.
+
+use std::{future::Future, time::Duration};
+
+use e2e::wsman_peer::{PASSWORD, USER, WsmanPeer};
+use psrp::{
+    clixml::PsValue,
+    session::{
+        PipelineEvent, PipelineHandle, PipelineOutcome, Session, SessionError, SessionOptions,
+        WsmanSessionConfig, delete_shell, list_shells,
+    },
+    state::{Availability, PipelineState, RunspacePoolState},
+    transport::wsman::{Credentials, WsmanAuth, WsmanConfig},
+    wsman::{BufferMode, ShellState},
+};
+use tokio::time::timeout;
+use uuid::Uuid;
+
+/// Bound for any single step that should be quick.
+const STEP: Duration = Duration::from_secs(20);
+
+fn transport(peer: &WsmanPeer, auth: WsmanAuth) -> WsmanConfig {
+    let mut config = WsmanConfig::new("127.0.0.1", auth);
+    config.port = peer.port;
+    config.connect_timeout = Duration::from_secs(5);
+    config
+}
+
+fn ntlm(peer: &WsmanPeer) -> WsmanSessionConfig {
+    let mut config =
+        WsmanSessionConfig::new(transport(peer, WsmanAuth::Ntlm(Credentials::new(USER, PASSWORD))));
+    // Short long polls keep the tests quick to notice what they wait for.
+    config.receive_timeout = Duration::from_secs(5);
+    config
+}
+
+fn basic(peer: &WsmanPeer) -> WsmanSessionConfig {
+    let mut t = transport(peer, WsmanAuth::Basic(Credentials::new(USER, PASSWORD)));
+    t.allow_unencrypted = true;
+    let mut config = WsmanSessionConfig::new(t);
+    config.receive_timeout = Duration::from_secs(5);
+    config
+}
+
+fn options() -> SessionOptions {
+    SessionOptions {
+        open_timeout: STEP,
+        operation_timeout: Duration::from_secs(10),
+        ..SessionOptions::default()
+    }
+}
+
+async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    timeout(STEP, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no result within {STEP:?}"))
+}
+
+async fn open(config: &WsmanSessionConfig) -> Session {
+    bounded("open_wsman", Session::open_wsman(config, options()))
+        .await
+        .expect("the session opens")
+}
+
+async fn open_err(config: &WsmanSessionConfig) -> SessionError {
+    match bounded("open_wsman", Session::open_wsman(config, options())).await {
+        Ok(session) => panic!("open should fail, got {session:?}"),
+        Err(e) => e,
+    }
+}
+
+async fn start(session: &Session, script: &str) -> PipelineHandle {
+    bounded(
+        "invoke",
+        session.run_script(script, Vec::<(String, PsValue)>::new()),
+    )
+    .await
+    .expect("the pipeline starts")
+}
+
+async fn run(session: &Session, script: &str) -> PipelineOutcome {
+    let handle = start(session, script).await;
+    bounded(script, handle.collect())
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+fn texts(values: &[PsValue]) -> Vec<String> {
+    values.iter().map(psrp::clixml::to_text).collect()
+}
+
+fn numbers(values: &[PsValue]) -> Vec<i64> {
+    values
+        .iter()
+        .map(|v| match v {
+            PsValue::I32(n) => i64::from(*n),
+            PsValue::I64(n) => *n,
+            other => panic!("not a number: {other:?}"),
+        })
+        .collect()
+}
+
+/// Takes events (bounded) until `count` numbers were output or the pipeline ended.
+async fn take_numbers(handle: &mut PipelineHandle, count: usize) -> Vec<i64> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        match bounded("next event", handle.next_event()).await {
+            Some(PipelineEvent::Output(v)) => seen.extend(numbers(&[v])),
+            Some(event) if event.is_last() => panic!("ended early: {event:?}"),
+            Some(_) => {}
+            None => panic!("no more events after {seen:?}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn ntlm_with_encryption_runs_every_stream_and_keeps_state() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let config = ntlm(&peer);
+    let session = open(&config).await;
+    let status = session.status().borrow().clone();
+    assert_eq!(status.state, RunspacePoolState::Opened);
+    assert_eq!(status.availability, Availability::Available);
+    assert_eq!(
+        status.shell_id,
+        Some(session.instance_id()),
+        "ShellId = RunspacePoolId"
+    );
+    assert!(status.wsman_session_id.is_some());
+    assert_eq!(session.shell_id(), status.shell_id);
+    assert_eq!(session.protocol_version().as_deref(), Some("2.3"));
+
+    let outcome = run(
+        &session,
+        "Write-Output 'out'; Write-Error 'err'; Write-Warning 'warn'; Write-Verbose 'verb'; \
+         Write-Debug 'dbg'; Write-Information 'info'; Write-Progress -Activity 'act' -PercentComplete 50",
+    )
+    .await;
+    assert_eq!(outcome.state, PipelineState::Completed);
+    assert_eq!(texts(&outcome.output), ["out"]);
+    assert_eq!(outcome.errors.len(), 1);
+    assert_eq!(outcome.errors[0].message(), "err");
+    assert_eq!(outcome.warnings[0].message, "warn");
+    assert_eq!(outcome.verbose[0].message, "verb");
+    assert_eq!(outcome.debug[0].message, "dbg");
+    assert_eq!(outcome.information[0].message(), "info");
+    assert_eq!(outcome.progress[0].activity, "act");
+    assert!(outcome.had_errors());
+
+    // Session state across pipelines.
+    run(&session, "$kept = 'from the first pipeline'").await;
+    assert_eq!(
+        texts(&run(&session, "$kept").await.output),
+        ["from the first pipeline"]
+    );
+
+    // A terminating error fails the pipeline, not the session.
+    let failed = run(&session, "throw 'boom'").await;
+    assert_eq!(failed.state, PipelineState::Failed);
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.message().to_owned()).as_deref(),
+        Some("boom")
+    );
+
+    // Output larger than one envelope arrives whole, over several Receives.
+    let big = run(&session, "1..3 | ForEach-Object { 'x' * 200000 }").await;
+    assert_eq!(big.output.len(), 3);
+    assert!(texts(&big.output).iter().all(|t| t.len() == 200_000));
+
+    bounded("close", session.close()).await.expect("close");
+    let shells = bounded("list", list_shells(&config, STEP)).await.expect("list");
+    assert!(shells.is_empty(), "close deletes the shell: {shells:?}");
+}
+
+#[tokio::test]
+async fn basic_over_http_only_when_allowed_and_pipelines_queue() {
+    let peer = WsmanPeer::start(&["--wsman-allow-unencrypted"]).expect("peer");
+    let config = basic(&peer);
+    let session = open(&config).await;
+    // Three invokes at once run one after the other, in order.
+    let (a, b, c) = tokio::join!(
+        async { run(&session, "Start-Sleep -Milliseconds 200; 'a'").await },
+        async { run(&session, "'b'").await },
+        async { run(&session, "'c'").await },
+    );
+    assert_eq!(
+        [texts(&a.output), texts(&b.output), texts(&c.output)].concat(),
+        ["a", "b", "c"]
+    );
+    bounded("close", session.close()).await.expect("close");
+
+    // Without the allowance, Basic over HTTP sends nothing.
+    let mut refused = basic(&peer);
+    refused.transport.allow_unencrypted = false;
+    let error = open_err(&refused).await;
+    assert_eq!(error.reason(), "UnencryptedRefused", "{error}");
+    assert!(error.is_permanent());
+}
+
+#[tokio::test]
+async fn stop_ends_a_running_pipeline_and_the_session_goes_on() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let session = open(&ntlm(&peer)).await;
+    let mut handle = start(
+        &session,
+        "1..100000 | ForEach-Object { Start-Sleep -Milliseconds 50; $_ }",
+    )
+    .await;
+    assert_eq!(take_numbers(&mut handle, 2).await, [1, 2]);
+    assert_eq!(session.status().borrow().availability, Availability::Busy);
+    bounded("stop", handle.stop()).await.expect("stop");
+    let outcome = bounded("collect", handle.collect()).await.expect("ends");
+    assert_eq!(outcome.state, PipelineState::Stopped);
+    assert_eq!(texts(&run(&session, "'after'").await.output), ["after"]);
+    // Dropping a running pipeline's handle stops it too; the next pipeline runs.
+    let dropped = start(&session, "Start-Sleep -Seconds 60").await;
+    drop(dropped);
+    assert_eq!(texts(&run(&session, "'next'").await.output), ["next"]);
+    bounded("close", session.close()).await.expect("close");
+}
+
+#[tokio::test]
+async fn disconnect_and_reconnect_keep_the_running_job() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let session = open(&ntlm(&peer)).await;
+    run(&session, "$state = 'kept'").await;
+
+    let error = bounded(
+        "short",
+        session.disconnect(Duration::from_secs(10), BufferMode::Block),
+    )
+    .await
+    .expect_err("under 60 s is refused");
+    assert_eq!(error.reason(), "InvalidIdleTimeout");
+
+    let mut handle = start(
+        &session,
+        "1..40 | ForEach-Object { Start-Sleep -Milliseconds 100; $_ }",
+    )
+    .await;
+    let mut seen = take_numbers(&mut handle, 3).await;
+    bounded(
+        "disconnect",
+        session.disconnect(Duration::from_secs(120), BufferMode::Block),
+    )
+    .await
+    .expect("disconnect");
+    assert_eq!(session.status().borrow().state, RunspacePoolState::Disconnected);
+    // The job runs on on the server while nobody receives.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let shells = bounded("list", list_shells(&ntlm(&peer), STEP))
+        .await
+        .expect("list");
+    assert!(
+        shells
+            .iter()
+            .any(|s| Some(s.shell_id) == session.shell_id() && s.state == Some(ShellState::Disconnected)),
+        "{shells:?}"
+    );
+    bounded("reconnect", session.reconnect())
+        .await
+        .expect("reconnect");
+    assert_eq!(session.status().borrow().state, RunspacePoolState::Opened);
+    let mut ended = None;
+    while ended.is_none() {
+        match bounded("event", handle.next_event()).await {
+            Some(PipelineEvent::Output(v)) => seen.extend(numbers(&[v])),
+            Some(PipelineEvent::State { state, .. }) if state.is_final() => ended = Some(state),
+            Some(PipelineEvent::Lost(e)) => panic!("lost: {e}"),
+            Some(_) => {}
+            None => panic!("no final state"),
+        }
+    }
+    assert_eq!(ended, Some(PipelineState::Completed));
+    assert_eq!(seen, (1..=40).collect::<Vec<_>>(), "every number once, in order");
+    assert_eq!(texts(&run(&session, "$state").await.output), ["kept"]);
+    bounded("close", session.close()).await.expect("close");
+}
+
+/// A new client (as after an operator restart) connects to a disconnected shell whose job writes
+/// a numbered line every 100 ms, and receives every number exactly once, in order, persisting
+/// each batch before acknowledging it.
+#[tokio::test]
+async fn a_new_client_connects_and_receives_every_line_once() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let mut config = ntlm(&peer);
+    let session_id = Uuid::new_v4();
+    config.session_id = Some(session_id);
+    let first = open(&config).await;
+    assert_eq!(
+        first.wsman_session_id(),
+        Some(session_id),
+        "the configured SessionId is used"
+    );
+    let shell_id = first.shell_id().expect("shell id");
+    run(&first, "$who = 'first client'").await;
+    let mut handle = start(
+        &first,
+        "1..50 | ForEach-Object { Start-Sleep -Milliseconds 100; $_ }",
+    )
+    .await;
+    let mut saved = Vec::new();
+    // The first client persists a few batches, then disconnects (a graceful operator stop).
+    while saved.len() < 5 {
+        let batch = bounded("batch", handle.next_batch()).await.expect("events");
+        assert!(batch.needs_acknowledgement());
+        for event in &batch.events {
+            if let PipelineEvent::Output(v) = event {
+                saved.extend(numbers(std::slice::from_ref(v)));
+            }
+        }
+        batch.acknowledge();
+    }
+    bounded(
+        "disconnect",
+        first.disconnect(Duration::from_secs(120), BufferMode::Block),
+    )
+    .await
+    .expect("disconnect");
+    drop(handle);
+    drop(first);
+
+    // The new client: a new process would know the shell id from the PSSession's status.
+    let (second, mut adopted) = bounded(
+        "connect",
+        Session::connect_wsman(&ntlm(&peer), shell_id, options()),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(second.instance_id(), shell_id);
+    assert_eq!(second.status().borrow().state, RunspacePoolState::Opened);
+    assert_eq!(adopted.len(), 1, "the running job is handed over");
+    let mut job = adopted.remove(0);
+    let mut end = None;
+    while end.is_none() {
+        let batch = bounded("batch", job.next_batch()).await.expect("events");
+        for event in &batch.events {
+            match event {
+                PipelineEvent::Output(v) => saved.extend(numbers(std::slice::from_ref(v))),
+                PipelineEvent::State { state, .. } if state.is_final() => end = Some(*state),
+                PipelineEvent::Lost(e) => panic!("lost: {e}"),
+                _ => {}
+            }
+        }
+        batch.acknowledge();
+    }
+    assert_eq!(end, Some(PipelineState::Completed));
+    assert_eq!(saved, (1..=50).collect::<Vec<_>>(), "every number once, in order");
+    // The session's state came along.
+    assert_eq!(texts(&run(&second, "$who").await.output), ["first client"]);
+    bounded("close", second.close()).await.expect("close");
+}
+
+/// A client that goes away without Delete or Disconnect (dropped, as a killed process) leaves the
+/// shell to the server, which disconnects it once the connections are gone; a new client connects.
+#[tokio::test]
+async fn a_vanished_client_leaves_a_shell_another_connects_to() {
+    let peer = WsmanPeer::start(&["--wsman-auto-disconnect=1"]).expect("peer");
+    let config = ntlm(&peer);
+    let first = open(&config).await;
+    let shell_id = first.shell_id().expect("shell id");
+    let handle = start(
+        &first,
+        "1..30 | ForEach-Object { Start-Sleep -Milliseconds 100; $_ }",
+    )
+    .await;
+    // Vanish: the task and its connections go, no Delete, no Disconnect.
+    std::mem::forget(handle);
+    drop(first);
+
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let shells = bounded("list", list_shells(&config, STEP)).await.expect("list");
+        if shells
+            .iter()
+            .any(|s| s.shell_id == shell_id && s.state == Some(ShellState::Disconnected))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not disconnected: {shells:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (second, adopted) = bounded("connect", Session::connect_wsman(&config, shell_id, options()))
+        .await
+        .expect("connect");
+    let mut numbers_seen = Vec::new();
+    for handle in adopted {
+        let outcome = bounded("collect", handle.collect()).await.expect("ends");
+        numbers_seen.extend(numbers(&outcome.output));
+    }
+    // What the vanished client had not received arrives; nothing twice, in order.
+    assert!(!numbers_seen.is_empty());
+    assert!(
+        numbers_seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "{numbers_seen:?}"
+    );
+    assert_eq!(numbers_seen.last(), Some(&30));
+    bounded("close", second.close()).await.expect("close");
+}
+
+#[tokio::test]
+async fn enumerate_and_delete_shells() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let config = ntlm(&peer);
+    let a = open(&config).await;
+    let b = open(&config).await;
+    let shells = bounded("list", list_shells(&config, STEP)).await.expect("list");
+    let ids: Vec<Uuid> = shells.iter().map(|s| s.shell_id).collect();
+    assert!(
+        ids.contains(&a.instance_id()) && ids.contains(&b.instance_id()),
+        "{shells:?}"
+    );
+    assert!(shells.iter().all(|s| s.state == Some(ShellState::Connected)));
+
+    // Orphan cleanup: delete b's shell by id; b finds it gone.
+    bounded("delete", delete_shell(&config, b.instance_id(), STEP))
+        .await
+        .expect("delete");
+    let error = bounded("delete again", delete_shell(&config, b.instance_id(), STEP))
+        .await
+        .expect_err("gone");
+    assert_eq!(error.reason(), "ShellNotFound");
+    let error = bounded(
+        "connect to nothing",
+        Session::connect_wsman(&config, Uuid::new_v4(), options()),
+    )
+    .await
+    .expect_err("no such shell");
+    assert_eq!(error.reason(), "ShellNotFound", "{error}");
+    assert!(error.is_permanent());
+    bounded("close", a.close()).await.expect("close");
+    drop(b);
+}
+
+#[tokio::test]
+async fn typed_errors_quota_auth_unreachable() {
+    let peer = WsmanPeer::start(&["--wsman-max-shells-per-user=1"]).expect("peer");
+    let config = ntlm(&peer);
+    let first = open(&config).await;
+    let error = open_err(&config).await;
+    assert_eq!(error.reason(), "QuotaExceeded", "{error}");
+    assert!(!error.is_permanent(), "a quota is retried");
+    bounded("close", first.close()).await.expect("close");
+    // The quota frees up with the close: a retry opens.
+    bounded("close", open(&config).await.close())
+        .await
+        .expect("close");
+
+    let mut wrong = ntlm(&peer);
+    wrong.transport.auth = WsmanAuth::Ntlm(Credentials::new(USER, "not the password"));
+    let error = open_err(&wrong).await;
+    assert_eq!(error.reason(), "AuthFailed", "{error}");
+    assert!(error.is_permanent());
+
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let mut unreachable = ntlm(&peer);
+    unreachable.transport.port = port;
+    let error = open_err(&unreachable).await;
+    assert_eq!(error.reason(), "HostUnreachable", "{error}");
+    assert!(!error.is_permanent());
+}
+
+/// Persist-before-acknowledge: while a batch is not acknowledged, no further Receive goes out,
+/// so the server keeps (and the status shows) the job as running with its output buffered.
+#[tokio::test]
+async fn an_unacknowledged_batch_holds_the_next_receive() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let session = open(&ntlm(&peer)).await;
+    let mut handle = start(
+        &session,
+        "1..5 | ForEach-Object { Start-Sleep -Milliseconds 100; $_ }",
+    )
+    .await;
+    let batch = bounded("batch", handle.next_batch()).await.expect("events");
+    assert!(batch.needs_acknowledgement());
+    let mut seen: Vec<i64> = batch
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::Output(v) => Some(numbers(std::slice::from_ref(v))[0]),
+            _ => None,
+        })
+        .collect();
+    // Held: nothing more arrives while the batch is not acknowledged, though the job finishes.
+    assert!(
+        timeout(Duration::from_millis(1500), handle.next_event())
+            .await
+            .is_err(),
+        "no Receive may go before the acknowledgement"
+    );
+    batch.acknowledge();
+    let rest = bounded("collect", handle.collect()).await.expect("ends");
+    seen.extend(numbers(&rest.output));
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+    bounded("close", session.close()).await.expect("close");
+}
