@@ -1,4 +1,5 @@
-"""The pypsrp side of `psrp-bench` (e2e/src/bin/psrp-bench.rs): pypsrp 1.0.0b1's SSH client (asyncssh).
+"""The pypsrp side of `psrp-bench` (e2e/src/bin/psrp-bench.rs): pypsrp 1.0.0b1's SSH client (asyncssh), or
+with `--wsman` its WS-Management client (psrp.WSManInfo, NTLM with message encryption).
 
 Driven over stdio so the Rust benchmark can interleave rounds: it reads one JSON request per line on
 stdin and answers each with one JSON line on stdout, measured inside this process (wall clock with
@@ -10,6 +11,7 @@ perf_counter, CPU with getrusage(RUSAGE_SELF) user+sys, RSS from /proc/self/stat
     {"workload": "quit"}
 
 Every wait is bounded (asyncio.wait_for). Usage: python pypsrp_bench.py HOSTS_JSON
+or: python pypsrp_bench.py --wsman HOST PORT USER PASSWORD
 """
 from __future__ import annotations
 
@@ -46,6 +48,11 @@ def ssh_info(state: dict) -> psrp.SSHInfo:
     options = asyncssh.SSHClientConnectionOptions(
         username=user["name"], known_hosts=state["known_hosts"], agent_path=None, config=[], client_keys=[key])
     return psrp.SSHInfo(host["address"], port=host["port"], options=options)
+
+
+def wsman_info(host: str, port: str, user: str, password: str) -> psrp.WSManInfo:
+    # Host, scheme and port, not a URL: with a URL pypsrp 1.0.0b1 never encrypts (see the peer's README).
+    return psrp.WSManInfo(host, scheme="http", port=int(port), auth="ntlm", username=user, password=password)
 
 
 async def open_pool(info: psrp.SSHInfo) -> psrp.AsyncRunspacePool:
@@ -106,9 +113,12 @@ async def concurrent(info: psrp.SSHInfo, count: int) -> dict:
     return {"opened": len(pools), "errors": errors[:3], "wall": wall, "cpu": cpu, "rss_delta": rss - rss0}
 
 
-async def main(hosts_json: str) -> None:
-    with open(hosts_json) as f:
-        info = ssh_info(json.load(f))
+async def main(args: list) -> None:
+    if args[0] == "--wsman":
+        info = wsman_info(*args[1:5])
+    else:
+        with open(args[0]) as f:
+            info = ssh_info(json.load(f))
     loop = asyncio.get_running_loop()
     workloads = {"open": opens, "pipelines": pipelines, "concurrent": concurrent}
     while True:
@@ -126,4 +136,4 @@ async def main(hosts_json: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1:]))

@@ -507,3 +507,95 @@ async fn an_unacknowledged_batch_holds_the_next_receive() {
     assert_eq!(seen, [1, 2, 3, 4, 5]);
     bounded("close", session.close()).await.expect("close");
 }
+
+/// A TCP relay in front of the peer whose connections can all be cut at once, as a network fault
+/// cuts them (the client sees its requests' connections break).
+struct Relay {
+    port: u16,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                kept.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        Relay {
+            port,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every connection relayed so far (both sockets close).
+    fn cut(&self) -> usize {
+        let cut: Vec<_> = self.connections.lock().expect("lock").drain(..).collect();
+        for connection in &cut {
+            connection.abort();
+        }
+        cut.len()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// Robust connections (MS-WSMV 3.1.4.1.39): the connections carrying the Receives break mid-job;
+/// the client sends each lost Receive again as a retransmission, the peer answers from its cache,
+/// and every number arrives once, in order; the session goes on.
+#[tokio::test]
+async fn a_cut_connection_is_survived_by_retransmitting_the_receive() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let relay = Relay::start(peer.port).await;
+    let mut config = ntlm(&peer);
+    config.transport.port = relay.port;
+    // Long polls that end within the test, so the peer answers the retransmitted ones.
+    config.receive_timeout = Duration::from_secs(2);
+    let session = open(&config).await;
+    // Gaps between outputs keep the pipeline's Receive waiting on the server when the cuts come.
+    let mut handle = start(
+        &session,
+        "1..12 | ForEach-Object { Start-Sleep -Milliseconds 400; $_ }",
+    )
+    .await;
+    let mut seen = take_numbers(&mut handle, 2).await;
+    let mut cuts = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        cuts += relay.cut();
+    }
+    assert!(cuts > 0, "connections were cut");
+    let rest = bounded("collect", handle.collect()).await.expect("the job ends");
+    assert_eq!(rest.state, PipelineState::Completed);
+    seen.extend(numbers(&rest.output));
+    assert_eq!(seen, (1..=12).collect::<Vec<_>>(), "every number once, in order");
+    // The peer logs a retransmission once the kept operation has its response.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !peer.log().contains("fetched again") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = peer.log();
+    assert!(
+        log.contains("fetched again"),
+        "a Receive was retransmitted and answered from the cache; the peer's log ends:\n{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    assert_eq!(texts(&run(&session, "'still open'").await.output), ["still open"]);
+    bounded("close", session.close()).await.expect("close");
+}

@@ -87,9 +87,13 @@ impl Reason {
             "HostKeyUnknown" | "HostKeyChanged" | "HostKeyRevoked" | "KnownHostsInvalid" => {
                 Reason::HostKeyRejected
             }
-            "AuthFailed" => Reason::AuthFailed,
+            // WS-Management: a user the host refuses the shell to fails as wrong credentials do.
+            "AuthFailed" | "AccessDenied" => Reason::AuthFailed,
             "KeyInvalid" => Reason::SecretInvalid,
-            "SubsystemRefused" => Reason::Unsupported,
+            // WS-Management: what the spec asks (TLS trust, Basic over HTTP, a scheme the server
+            // lacks, an idle timeout out of range) cannot work as it is.
+            "SubsystemRefused" | "TlsFailed" | "UnencryptedRefused" | "AuthUnsupported" | "InvalidConfig"
+            | "InvalidIdleTimeout" => Reason::Unsupported,
             "ProtocolError" | "FramingError" => Reason::ProtocolError,
             _ => Reason::HostUnreachable,
         }
@@ -143,5 +147,30 @@ mod tests {
             Reason::HostUnreachable
         );
         assert!(!Reason::HostUnreachable.is_permanent());
+    }
+
+    #[test]
+    fn wsman_failures_map_to_the_design_reasons() {
+        use psrp::{session::WsmanFailure, transport::wsman::WsmanHttpError};
+        let http = |e| SessionError::Wsman(WsmanFailure::Http(e));
+        let auth = http(WsmanHttpError::AuthFailed {
+            user: "u".into(),
+            scheme: "NTLM",
+            reason: "401".into(),
+        });
+        assert_eq!(Reason::of_session_error(&auth), Reason::AuthFailed);
+        let unreachable = http(WsmanHttpError::Unreachable {
+            addr: "h:5985".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(Reason::of_session_error(&unreachable), Reason::HostUnreachable);
+        let basic = http(WsmanHttpError::UnencryptedRefused { scheme: "Basic" });
+        assert_eq!(Reason::of_session_error(&basic), Reason::Unsupported);
+        // A quota is retried, as DESIGN.md's table has it.
+        let quota = SessionError::Wsman(WsmanFailure::Soap(psrp::wsman::WsmanError::from(
+            psrp::wsman::Fault::QuotaLimit(psrp::wsman::FaultDetail::default()),
+        )));
+        assert_eq!(quota.reason(), "QuotaExceeded");
+        assert!(!Reason::of_session_error(&quota).is_permanent());
     }
 }

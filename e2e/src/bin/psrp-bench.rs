@@ -1,8 +1,12 @@
 //! Benchmark of the project's PSRP client (`psrp::session`) against pypsrp 1.0.0b1's SSH client, on
 //! the same namespace host (real sshd, the PSRP peer), interleaved round by round, printed side by
 //! side as a Markdown table with ratios (pypsrp / ours). Not a test: nothing here asserts a time.
+//! With `--wsman`, both clients use WS-Management instead (NTLM with message encryption) against
+//! the PSRP peer's WSMan listener on loopback: ours `Session::open_wsman`, pypsrp its
+//! `psrp.WSManInfo`.
 //!
-//! `cargo run --release -p e2e --bin psrp-bench -- [--quick]` (as root, like the e2e tests).
+//! `cargo run --release -p e2e --bin psrp-bench -- [--quick] [--wsman]` (as root, like the e2e
+//! tests; `--wsman` needs no namespace hosts).
 //!
 //! Each client measures itself in its own process: wall time, CPU as getrusage(RUSAGE_SELF) user+sys,
 //! RSS from /proc/self/statm. The pypsrp side is `e2e/bench/pypsrp_bench.py`, driven over stdio.
@@ -20,8 +24,11 @@ use clap::Parser;
 use e2e::hosts::TargetHosts;
 use psrp::{
     clixml::PsValue,
-    session::{Session, SessionOptions},
-    transport::ssh::SshConfig,
+    session::{Session, SessionOptions, WsmanSessionConfig},
+    transport::{
+        ssh::SshConfig,
+        wsman::{Credentials, WsmanAuth, WsmanConfig},
+    },
 };
 use serde_json::{Value, json};
 use tokio::{sync::Semaphore, time::timeout};
@@ -38,6 +45,9 @@ struct Args {
     /// Smaller counts, for a smoke check.
     #[arg(long)]
     quick: bool,
+    /// Both clients over WS-Management (NTLM, encrypted) against a loopback WSMan peer.
+    #[arg(long, conflicts_with = "only_ours")]
+    wsman: bool,
     /// Profiling aid: only our client, `N` sequential pipelines on one session (after `--opens` opens),
     /// no pypsrp; prints CPU, context switches and syscalls per pipeline and per open + close.
     #[arg(long, value_name = "N")]
@@ -268,6 +278,21 @@ fn ssh_config(hosts: &TargetHosts) -> Result<SshConfig> {
     Ok(config)
 }
 
+/// Where our client opens its sessions.
+#[derive(Clone)]
+enum Target {
+    Ssh(SshConfig),
+    Wsman(WsmanSessionConfig),
+}
+
+fn wsman_config(port: u16) -> WsmanSessionConfig {
+    let auth = WsmanAuth::Ntlm(Credentials::new(e2e::wsman_peer::USER, e2e::wsman_peer::PASSWORD));
+    let mut transport = WsmanConfig::new("127.0.0.1", auth);
+    transport.port = port;
+    transport.connect_timeout = STEP;
+    WsmanSessionConfig::new(transport)
+}
+
 fn options() -> SessionOptions {
     SessionOptions {
         open_timeout: STEP,
@@ -276,14 +301,17 @@ fn options() -> SessionOptions {
     }
 }
 
-async fn open(config: &SshConfig) -> Result<Session> {
-    timeout(
-        STEP + Duration::from_secs(5),
-        Session::open_ssh(config, options()),
-    )
-    .await
-    .context("open: no result in time")?
-    .context("open")
+async fn open(target: &Target) -> Result<Session> {
+    let opening = async {
+        match target {
+            Target::Ssh(config) => Session::open_ssh(config, options()).await,
+            Target::Wsman(config) => Session::open_wsman(config, options()).await,
+        }
+    };
+    timeout(STEP + Duration::from_secs(5), opening)
+        .await
+        .context("open: no result in time")?
+        .context("open")
 }
 
 async fn close(session: Session) -> Result<()> {
@@ -309,7 +337,7 @@ async fn pipeline(session: &Session) -> Result<()> {
     Ok(())
 }
 
-async fn ours_opens(config: &SshConfig, count: usize) -> Result<Sample> {
+async fn ours_opens(config: &Target, count: usize) -> Result<Sample> {
     let mut latencies = Vec::with_capacity(count);
     let (cpu0, wall0, switches0, syscalls0) = (cpu_seconds(), Instant::now(), context_switches(), syscalls());
     for _ in 0..count {
@@ -328,7 +356,7 @@ async fn ours_opens(config: &SshConfig, count: usize) -> Result<Sample> {
     })
 }
 
-async fn ours_pipelines(config: &SshConfig, count: usize) -> Result<Sample> {
+async fn ours_pipelines(config: &Target, count: usize) -> Result<Sample> {
     let session = open(config).await?;
     let mut latencies = Vec::with_capacity(count);
     let (cpu0, wall0, switches0, syscalls0) = (cpu_seconds(), Instant::now(), context_switches(), syscalls());
@@ -349,7 +377,7 @@ async fn ours_pipelines(config: &SshConfig, count: usize) -> Result<Sample> {
     Ok(sample)
 }
 
-async fn ours_concurrent(config: &SshConfig, count: usize) -> Result<Concurrent> {
+async fn ours_concurrent(config: &Target, count: usize) -> Result<Concurrent> {
     let gate = Arc::new(Semaphore::new(OPENING_AT_ONCE));
     let (rss0, wall0) = (rss_bytes(), Instant::now());
     let mut tasks = Vec::with_capacity(count);
@@ -419,10 +447,11 @@ fn repo_path(relative: &str) -> PathBuf {
 }
 
 impl Pypsrp {
-    fn start(hosts_json: &Path) -> Result<Self> {
+    /// `args`: the hosts.json of the namespace hosts (SSH), or `--wsman HOST PORT USER PASSWORD`.
+    fn start(args: &[String]) -> Result<Self> {
         let mut child = Command::new(venv_python()?)
             .arg(repo_path("e2e/bench/pypsrp_bench.py"))
-            .arg(hosts_json)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -486,6 +515,14 @@ impl Table {
         ));
     }
 
+    /// A rate (more is better): the ratio is ours / pypsrp, so that it reads the same way.
+    fn rate(&mut self, what: &str, ours: f64, theirs: f64, digits: usize) {
+        let ratio = if theirs > 0.0 { ours / theirs } else { f64::NAN };
+        self.0.push(format!(
+            "| {what} (ratio: ours / pypsrp) | {ours:.digits$} | {theirs:.digits$} | {ratio:.1}x |"
+        ));
+    }
+
     /// A figure measured on our side only.
     fn ours(&mut self, what: &str, ours: f64, digits: usize) {
         self.0.push(format!("| {what} | {ours:.digits$} | - | - |"));
@@ -498,9 +535,30 @@ async fn main() -> Result<()> {
     let counts = Counts::new(args.quick);
     let ms = 1e3;
 
-    eprintln!("psrp-bench: bringing up one namespace host (sshd and the PSRP peer)");
-    let hosts = TargetHosts::up(1).await?;
-    let config = ssh_config(&hosts)?;
+    // The namespace hosts or the loopback WSMan peer, held until the end.
+    let (config, pypsrp_args, _hosts, _peer) = if args.wsman {
+        eprintln!("psrp-bench: starting the WSMan peer on loopback");
+        let peer = e2e::wsman_peer::WsmanPeer::start(&["--wsman-max-shells-per-user=1000"])?;
+        let pypsrp_args = vec![
+            "--wsman".to_owned(),
+            "127.0.0.1".to_owned(),
+            peer.port.to_string(),
+            e2e::wsman_peer::USER.to_owned(),
+            e2e::wsman_peer::PASSWORD.to_owned(),
+        ];
+        (
+            Target::Wsman(wsman_config(peer.port)),
+            pypsrp_args,
+            None,
+            Some(peer),
+        )
+    } else {
+        eprintln!("psrp-bench: bringing up one namespace host (sshd and the PSRP peer)");
+        let hosts = TargetHosts::up(1).await?;
+        let config = Target::Ssh(ssh_config(&hosts)?);
+        let hosts_json = hosts.state.state_dir.join("hosts.json").display().to_string();
+        (config, vec![hosts_json], Some(hosts), None)
+    };
     SYSCALLS.get_or_init(SyscallCounter::open);
     if let Some(n) = args.only_ours {
         ours_opens(&config, 1).await?;
@@ -538,7 +596,7 @@ async fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let mut py = Pypsrp::start(&hosts.state.state_dir.join("hosts.json"))?;
+    let mut py = Pypsrp::start(&pypsrp_args)?;
 
     // Warm-up, not counted: the first connection of each client (host key caches, the peer).
     ours_opens(&config, 1).await?;
@@ -567,8 +625,13 @@ async fn main() -> Result<()> {
     let py_conc = Concurrent::from_json(&py.request("concurrent", n, bound(n))?)?;
     drop(py);
 
+    let transport = if args.wsman {
+        "WSMan, NTLM + encryption"
+    } else {
+        "SSH"
+    };
     let mut table = Table(vec![
-        "| measure | ours (psrp) | pypsrp 1.0.0b1 | pypsrp / ours |".into(),
+        format!("| measure ({transport}) | ours (psrp) | pypsrp 1.0.0b1 | pypsrp / ours |"),
         "|---|---:|---:|---:|".into(),
     ]);
     let opens = ours_open.count;
@@ -589,6 +652,12 @@ async fn main() -> Result<()> {
         ours_open.cpu_per() * ms,
         py_open.cpu_per() * ms,
         2,
+    );
+    table.rate(
+        "sessions opened (and closed) per second",
+        ours_open.count as f64 / ours_open.wall,
+        py_open.count as f64 / py_open.wall,
+        1,
     );
     table.ours("context switches per open + close", ours_open.switches_per(), 1);
     table.ours("syscalls per open + close", ours_open.syscalls_per(), 1);

@@ -95,6 +95,8 @@
 mod actor;
 mod error;
 mod exchange;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
