@@ -291,15 +291,18 @@ async fn disconnect_and_reconnect_keep_the_running_job() {
 async fn a_new_client_connects_and_receives_every_line_once() {
     let peer = WsmanPeer::start(&[]).expect("peer");
     let mut config = ntlm(&peer);
-    let session_id = Uuid::new_v4();
+    let (session_id, shell_id) = (Uuid::new_v4(), Uuid::new_v4());
+    // Both recorded before the open, as the operator records them in the PSSession's status.
     config.session_id = Some(session_id);
+    config.shell_id = Some(shell_id);
     let first = open(&config).await;
+    assert_eq!(first.shell_id(), Some(shell_id), "the configured ShellId is used");
+    assert_eq!(first.instance_id(), shell_id);
     assert_eq!(
         first.wsman_session_id(),
         Some(session_id),
         "the configured SessionId is used"
     );
-    let shell_id = first.shell_id().expect("shell id");
     run(&first, "$who = 'first client'").await;
     let mut handle = start(
         &first,

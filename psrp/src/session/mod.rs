@@ -739,7 +739,9 @@ impl PipelineHandle {
     /// [`EventBatch::acknowledge`] is called: a crash between receiving and saving loses nothing the
     /// server still has. Over SSH there is no acknowledgement (the runspace dies with the
     /// connection): a batch is the events queued at the time. Cancellation safe while waiting for
-    /// the first event.
+    /// the first event; once it has come, the rest of its response is already on its way (the
+    /// task queues a response's events and checkpoint at once), so the wait after it is short: do
+    /// not cancel it there, or those events are lost to this handle.
     pub async fn next_batch(&mut self) -> Option<EventBatch> {
         if self.finished {
             return None;

@@ -23,7 +23,8 @@
 //! - [`Session::open_wsman`]: Create, whose `creationXml` carries SESSION_CAPABILITY and
 //!   INIT_RUNSPACEPOOL (MS-PSRP 3.1.5.3.1); then the pool's Receive until the pool is Opened. The
 //!   ShellId is the runspace pool's id ([`Session::instance_id`]), chosen here as PowerShell does;
-//!   the `wsmv:SessionId` is [`WsmanSessionConfig::session_id`] or a new one. Both are in
+//!   the `wsmv:SessionId` is [`WsmanSessionConfig::session_id`] or a new one (the ShellId too can
+//!   be given, [`WsmanSessionConfig::shell_id`], to record it before the open). Both are in
 //!   [`SessionStatus`](super::SessionStatus) (and [`Session::shell_id`],
 //!   [`Session::wsman_session_id`]) from the first status on, before any command. An open that
 //!   fails after the Create deletes the shell it made (best effort).
@@ -139,6 +140,10 @@ pub struct WsmanSessionConfig {
     /// the client session that disconnected. `None`: a new one per open (see
     /// [`Session::wsman_session_id`]).
     pub session_id: Option<Uuid>,
+    /// The ShellId (= runspace pool id) [`Session::open_wsman`] creates; `None`: a new one. A
+    /// caller that records it before opening (the operator, in the PSSession's status) knows the
+    /// shell even if it crashes during the open. Use a fresh id for every open.
+    pub shell_id: Option<Uuid>,
     /// The shell's idle timeout sent on Create (`rsp:IdleTimeOut`), raised to 60 s, the least a
     /// server takes; `None`: the server's default (2 h on Windows).
     pub idle_timeout: Option<Duration>,
@@ -159,6 +164,7 @@ impl WsmanSessionConfig {
             transport,
             configuration_name: DEFAULT_CONFIGURATION.to_owned(),
             session_id: None,
+            shell_id: None,
             idle_timeout: None,
             buffer_mode: BufferMode::Block,
             max_envelope_size: DEFAULT_MAX_ENVELOPE_SIZE,
@@ -206,7 +212,7 @@ impl Session {
     ) -> Result<Session, SessionError> {
         let deadline = Instant::now() + options.open_timeout;
         let exchange = config.exchange(options.operation_timeout)?;
-        let shell_id = Uuid::new_v4();
+        let shell_id = config.shell_id.unwrap_or_else(Uuid::new_v4);
         let mut pool = RunspacePool::with_id(shell_id, pool_options(&options, &exchange.client, shell_id));
         pool.open()?;
         let mut creation_xml = Vec::new();
