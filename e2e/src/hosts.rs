@@ -55,8 +55,15 @@ pub struct Host {
     pub known_hosts: PathBuf,
     pub host_keys: Vec<String>,
     pub peer_socket: PathBuf,
+    /// The peer's WS-Management listener on the host's address (`None` for a host without a peer).
+    /// Its users are `HostsState::users.password` (Basic, or NTLM with message encryption).
+    #[serde(default)]
+    pub wsman_port: Option<u16>,
     #[serde(default)]
     pub relay: Option<Relay>,
+    /// A delaying relay in front of the WS-Management listener (`relay_start_wsman`).
+    #[serde(default)]
+    pub wsman_relay: Option<WsmanRelay>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,12 +74,42 @@ pub struct Relay {
     pub known_hosts: PathBuf,
 }
 
+/// A delaying TCP relay on loopback in front of a host's WS-Management listener.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WsmanRelay {
+    pub address: String,
+    pub port: u16,
+    pub delay_ms: u64,
+}
+
+impl WsmanRelay {
+    /// `http://127.0.0.1:PORT/wsman` through the relay.
+    pub fn wsman_url(&self) -> String {
+        format!("http://{}:{}/wsman", self.address, self.port)
+    }
+}
+
 impl Host {
     /// The host's sshd.
     pub fn ssh_addr(&self) -> Result<SocketAddr> {
         format!("{}:{}", self.address, self.port)
             .parse()
             .with_context(|| format!("host {} has no socket address", self.name))
+    }
+
+    /// The host's WS-Management listener (the PSRP peer, plain HTTP).
+    pub fn wsman_addr(&self) -> Result<SocketAddr> {
+        let port = self
+            .wsman_port
+            .with_context(|| format!("host {} runs no WS-Management listener", self.name))?;
+        format!("{}:{}", self.address, port)
+            .parse()
+            .with_context(|| format!("host {} has no socket address", self.name))
+    }
+
+    /// `http://address:5985/wsman`, the URL a WinRM client posts to.
+    pub fn wsman_url(&self) -> Result<String> {
+        Ok(format!("http://{}/wsman", self.wsman_addr()?))
     }
 }
 
@@ -106,24 +143,31 @@ fn venv_python() -> Result<PathBuf> {
 impl TargetHosts {
     /// Makes `count` hosts, each with sshd and the PSRP peer.
     pub async fn up(count: usize) -> Result<Self> {
+        Self::up_with_peer_args(count, &[]).await
+    }
+
+    /// Like `up`, with extra `--wsman-*` options for every host's peer, each as one
+    /// `--option=value` (e.g. `--wsman-auto-disconnect=5`, `--wsman-buffer-bytes=65536`): shorter
+    /// timers and smaller buffers for tests of vanished clients. See e2e/peer/README.md.
+    pub async fn up_with_peer_args(count: usize, peer_args: &[&str]) -> Result<Self> {
         let python = venv_python()?;
         // hostctl needs a world-traversable path (sshd and the shim read it as the test users).
         let state_dir = std::env::temp_dir().join(crate::controlplane::unique_name("psso-hosts"));
         let count = count.to_string();
         let owner = std::process::id().to_string();
-        let stdout = run_hostctl(
-            &python,
-            &[
-                "up",
-                "--count",
-                &count,
-                "--state-dir",
-                &state_dir.to_string_lossy(),
-                "--owner-pid",
-                &owner,
-            ],
-        )
-        .await?;
+        let state_dir_arg = state_dir.to_string_lossy().into_owned();
+        let mut args = vec![
+            "up".to_owned(),
+            "--count".to_owned(),
+            count,
+            "--state-dir".to_owned(),
+            state_dir_arg,
+            "--owner-pid".to_owned(),
+            owner,
+        ];
+        args.extend(peer_args.iter().map(|arg| format!("--peer-arg={arg}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stdout = run_hostctl(&python, &args).await?;
         let state: HostsState = serde_json::from_str(&stdout).context("parsing hostctl's hosts.json")?;
         Ok(Self { state, python })
     }
@@ -183,6 +227,39 @@ impl TargetHosts {
 
     pub async fn relay_stop(&self, host: &str) -> Result<()> {
         self.fault("relay-stop", host, &[]).await
+    }
+
+    /// Starts a delaying TCP relay on loopback in front of `host`'s WS-Management listener.
+    pub async fn relay_start_wsman(&mut self, host: &str, delay_ms: u64) -> Result<WsmanRelay> {
+        let dir = self.state.state_dir.to_string_lossy().into_owned();
+        let delay = delay_ms.to_string();
+        let stdout = run_hostctl(
+            &self.python,
+            &[
+                "relay-start",
+                "--state-dir",
+                &dir,
+                host,
+                "--delay-ms",
+                &delay,
+                "--service",
+                "wsman",
+            ],
+        )
+        .await?;
+        let updated: Host = serde_json::from_str(&stdout).context("parsing hostctl's host entry")?;
+        let relay = updated
+            .wsman_relay
+            .clone()
+            .context("relay-start reported no WSMan relay")?;
+        if let Some(entry) = self.state.hosts.iter_mut().find(|h| h.name == host) {
+            *entry = updated;
+        }
+        Ok(relay)
+    }
+
+    pub async fn wsman_relay_stop(&self, host: &str) -> Result<()> {
+        self.fault("wsman-relay-stop", host, &[]).await
     }
 }
 

@@ -1,10 +1,15 @@
 //! The target-host harness from Rust, as the remoting client's and controllers' tests will use it:
-//! hosts come up, sshd answers, and a black-holed host hangs (rather than refusing) until released.
+//! hosts come up, sshd and the peer's WS-Management listener answer, and a black-holed host hangs
+//! (rather than refusing) until released.
 
 use std::time::Duration;
 
 use e2e::hosts::TargetHosts;
-use tokio::{io::AsyncReadExt, net::TcpStream, time::timeout};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
 
 /// Reads the SSH server's identification line.
 async fn ssh_banner(addr: std::net::SocketAddr) -> std::io::Result<String> {
@@ -14,9 +19,20 @@ async fn ssh_banner(addr: std::net::SocketAddr) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// Posts to /wsman without credentials and returns the whole HTTP reply.
+async fn wsman_unauthenticated(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"POST /wsman HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
 #[tokio::test]
 async fn hosts_come_up_and_faults_bite() {
-    let hosts = TargetHosts::up(2).await.expect("hosts come up");
+    let mut hosts = TargetHosts::up(2).await.expect("hosts come up");
     assert_eq!(hosts.state.hosts.len(), 2);
     let h0 = hosts.host(0).clone();
     let h1 = hosts.host(1).clone();
@@ -33,6 +49,38 @@ async fn hosts_come_up_and_faults_bite() {
         .expect("banner in time")
         .expect("sshd answers");
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner}");
+
+    // The same peer process serves WS-Management on the host's address; without credentials it asks
+    // for them (401 with a Negotiate challenge), as a Windows host does.
+    let url = h0.wsman_url().expect("wsman url");
+    assert!(url.ends_with(":5985/wsman"), "{url}");
+    let reply = timeout(
+        Duration::from_secs(10),
+        wsman_unauthenticated(h0.wsman_addr().expect("wsman addr")),
+    )
+    .await
+    .expect("wsman reply in time")
+    .expect("wsman answers");
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert!(reply.contains("WWW-Authenticate: Negotiate"), "{reply}");
+
+    // A delaying relay in front of the WSMan listener adds its delay to each direction.
+    let relay = hosts.relay_start_wsman(&h0.name, 150).await.expect("wsman relay");
+    let relayed: std::net::SocketAddr = format!("{}:{}", relay.address, relay.port)
+        .parse()
+        .expect("relay addr");
+    let started = std::time::Instant::now();
+    let reply = timeout(Duration::from_secs(10), wsman_unauthenticated(relayed))
+        .await
+        .expect("relayed wsman reply in time")
+        .expect("relayed wsman answers");
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        started.elapsed()
+    );
+    hosts.wsman_relay_stop(&h0.name).await.expect("wsman relay stop");
 
     hosts.blackhole(&h0.name).await.expect("blackhole");
     let hung = timeout(

@@ -25,7 +25,7 @@ from .lifecycle import down, gc, up
 from .network import netns_list, root_links
 from .processes import is_running
 from .registry import read_record, run_is_dead
-from .relay import relay_start, relay_stop
+from .relay import relay_start, relay_stop, wsman_relay_stop
 from .sshd import DEFAULT_MAX_SESSIONS
 from .state import find_host, load_state
 from .users import run_users
@@ -33,7 +33,7 @@ from .users import run_users
 __all__ = [
     # What the README promises.
     "HostctlError", "up", "down", "gc", "sshd_stop", "sshd_start", "sshd_restart", "link_down", "link_up",
-    "blackhole", "unblackhole", "peer_restart", "relay_start", "relay_stop", "main",
+    "blackhole", "unblackhole", "peer_restart", "relay_start", "relay_stop", "wsman_relay_stop", "main",
     "DEFAULT_SUBNET", "DEFAULT_MAX_SESSIONS", "BLACKHOLE_TABLE",
     # What the tests inspect a run with.
     "find_host", "load_state", "is_running", "netns_list", "root_links", "nft_tables", "run_users",

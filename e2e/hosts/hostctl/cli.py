@@ -11,7 +11,7 @@ from .addressing import DEFAULT_SUBNET
 from .errors import HostctlError
 from .faults import blackhole, link_down, link_up, peer_restart, sshd_restart, sshd_start, sshd_stop, unblackhole
 from .lifecycle import down, gc, teardown_run, up
-from .relay import relay_main, relay_start, relay_stop
+from .relay import RELAY_SERVICES, relay_main, relay_start, relay_stop, wsman_relay_stop
 from .sshd import DEFAULT_MAX_SESSIONS
 from .supervisor import supervise
 from .util import one_line
@@ -27,6 +27,7 @@ FAULTS: dict[str, tuple[Callable[[str, str], dict], str]] = {
     "unblackhole": (unblackhole, "remove the black hole"),
     "peer-restart": (peer_restart, "restart the host's PSRP peer"),
     "relay-stop": (relay_stop, "stop the host's relay"),
+    "wsman-relay-stop": (wsman_relay_stop, "stop the host's WS-Management relay"),
 }
 
 PUBLIC_COMMANDS = ["up", "down", "gc", *FAULTS, "relay-start"]
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subnet", default=DEFAULT_SUBNET, help=f"range for the /30 host links (default {DEFAULT_SUBNET})")
     p.add_argument("--owner-pid", type=int, default=None,
                    help="tear the hosts down when this process exits (default: the caller; 0: never)")
+    p.add_argument("--peer-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every host's PSRP peer, repeatable; only --wsman-* tuning options, "
+                        "e.g. --peer-arg=--wsman-auto-disconnect=5")
 
     p = commands.add_parser("down", help="stop everything of the run in DIR and remove it")
     p.add_argument("--state-dir", required=True)
@@ -58,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", required=True)
         p.add_argument("host", help="host name, e.g. h0")
 
-    p = commands.add_parser("relay-start", help="delaying TCP relay on loopback in front of the host's sshd")
+    p = commands.add_parser("relay-start", help="delaying TCP relay on loopback in front of the host's sshd "
+                                                "(or its WS-Management listener)")
     p.add_argument("--state-dir", required=True)
     p.add_argument("host")
     p.add_argument("--delay-ms", type=int, required=True, help="added to each direction")
     p.add_argument("--listen", default="127.0.0.1:0")
+    p.add_argument("--service", choices=sorted(RELAY_SERVICES), default="ssh", help="what the relay forwards to")
 
     p = commands.add_parser("_supervise")
     p.add_argument("--run-id", required=True)
@@ -81,7 +87,7 @@ def dispatch(args: argparse.Namespace) -> Any:
         # The CLI's caller owns the run by default: a test binary that dies takes its hosts along.
         owner = os.getppid() if args.owner_pid is None else args.owner_pid
         return up(args.state_dir, args.count, max_sessions=args.max_sessions, peer=not args.no_peer,
-                  subnet=args.subnet, owner_pid=owner)
+                  subnet=args.subnet, owner_pid=owner, peer_args=args.peer_arg)
     if args.command == "down":
         return down(args.state_dir)
     if args.command == "gc":
@@ -89,7 +95,7 @@ def dispatch(args: argparse.Namespace) -> Any:
     if args.command in FAULTS:
         return FAULTS[args.command][0](args.state_dir, args.host)
     if args.command == "relay-start":
-        return relay_start(args.state_dir, args.host, args.delay_ms, args.listen)
+        return relay_start(args.state_dir, args.host, args.delay_ms, args.listen, args.service)
     if args.command == "_supervise":
         return supervise(args.run_id)
     if args.command == "_teardown":

@@ -13,7 +13,7 @@ from .addressing import DEFAULT_SUBNET, allocate_blocks
 from .errors import HostctlError
 from .locking import GLOBAL_LOCK
 from .network import NETNS_RE, VETH_RE, HostNet, create_network, netns_list, netns_pids, root_links
-from .peer import check_peer_installed, resolve_peer_python, spawn_peer, wait_peer_ready
+from .peer import WSMAN_PORT, check_peer_args, check_peer_installed, resolve_peer_python, spawn_peer, wait_peer_ready
 from .processes import is_running, process_start_time, stop_processes
 from .registry import RunRecord, all_records, read_record, registry_path, run_is_dead, supervisor_socket, write_record
 from .sshd import DEFAULT_MAX_SESSIONS, SSH_PORT, spawn_sshd, wait_sshd_ready, write_host_files
@@ -41,6 +41,8 @@ def host_entry(state_dir: Path, net: HostNet, with_peer: bool) -> dict:
         "known_hosts": str(host_dir / "known_hosts"),
         "host_keys": [],
         "peer_socket": str(host_dir / "peer.sock"),
+        # The peer's WS-Management listener (none without a peer): http://address:wsman_port/wsman.
+        "wsman_port": WSMAN_PORT if with_peer else None,
         "sshd": {"pid": None, "running": False, "config": str(host_dir / "sshd_config"),
                  "log": str(host_dir / "sshd.log"), "pid_file": str(host_dir / "sshd.pid")},
         "peer": {"pid": None, "socket": str(host_dir / "peer.sock"), "log": str(host_dir / "peer.log"),
@@ -48,16 +50,20 @@ def host_entry(state_dir: Path, net: HostNet, with_peer: bool) -> dict:
         "link_up": True,
         "blackholed": False,
         "relay": None,
+        "wsman_relay": None,
     }
 
 
 def up(state_dir: str | Path, count: int, *, max_sessions: int = DEFAULT_MAX_SESSIONS, peer: bool = True,
-       subnet: str = DEFAULT_SUBNET, owner_pid: int | None = None) -> dict:
+       subnet: str = DEFAULT_SUBNET, owner_pid: int | None = None, peer_args: list[str] | None = None) -> dict:
     """Start `count` hosts; write and return DIR/hosts.json.
 
     owner_pid: the run is torn down when this process dies (default: the calling process;
     0: never, only by `down` or when the state dir is removed).
+    peer_args: extra `--wsman-*` options for every host's peer (shorter timers, a smaller buffer for tests);
+    kept in hosts.json, so `peer-restart` starts the peer the same way.
     """
+    peer_args = check_peer_args(peer_args or [])
     require_root()
     if count < 1:
         raise HostctlError("--count must be at least 1")
@@ -81,7 +87,7 @@ def up(state_dir: str | Path, count: int, *, max_sessions: int = DEFAULT_MAX_SES
                            blocks=[str(b) for b in blocks])
         write_record(record)  # from here on, gc and `down` can find everything this run makes
     try:
-        return _bring_up(record, blocks, state_dir, max_sessions, peer_python)
+        return _bring_up(record, blocks, state_dir, max_sessions, peer_python, peer_args)
     except BaseException:
         with contextlib.suppress(Exception):
             teardown_run(run_id, state_dir)
@@ -89,7 +95,7 @@ def up(state_dir: str | Path, count: int, *, max_sessions: int = DEFAULT_MAX_SES
 
 
 def _bring_up(record: RunRecord, blocks: list[ipaddress.IPv4Network], state_dir: Path,
-              max_sessions: int, peer_python: str | None) -> dict:
+              max_sessions: int, peer_python: str | None, peer_args: list[str]) -> dict:
     start_supervisor(record)
     nets = [HostNet.for_block(record.run_id, i, block) for i, block in enumerate(blocks)]
     state = {
@@ -100,6 +106,7 @@ def _bring_up(record: RunRecord, blocks: list[ipaddress.IPv4Network], state_dir:
         "supervisor_pid": record.supervisor_pid,
         "max_sessions": max_sessions,
         "peer_python": peer_python,
+        "peer_args": peer_args,
         "known_hosts": str(state_dir / "known_hosts"),
         "users": make_users(record.run_id, state_dir),
         "hosts": [host_entry(state_dir, net, peer_python is not None) for net in nets],
@@ -208,5 +215,5 @@ def stop_relays(run_id: str, state_dir: Path) -> None:
         state = load_state(state_dir)
         if state["run_id"] != run_id:
             return
-        relays = [h["relay"] for h in state["hosts"] if h.get("relay")]
+        relays = [h[key] for h in state["hosts"] for key in ("relay", "wsman_relay") if h.get(key)]
         stop_processes([r["pid"] for r in relays if is_running(r["pid"], r.get("start_time"))])

@@ -34,55 +34,74 @@ def parse_listen(text: str) -> tuple[str, int]:
     return str(address), port_number
 
 
-def relay_start(state_dir: str | Path, name: str, delay_ms: int, listen: str = "127.0.0.1:0") -> dict:
-    """Put a TCP relay on loopback in front of the host's sshd, delaying each direction by delay_ms.
+# What a relay can stand in front of: the host entry's key for the relay, and for the port it forwards to.
+RELAY_SERVICES = {"ssh": ("relay", "port"), "wsman": ("wsman_relay", "wsman_port")}
 
-    Replaces a relay already running for the host. Returns the host; its `relay` has the port.
+
+def relay_start(state_dir: str | Path, name: str, delay_ms: int, listen: str = "127.0.0.1:0",
+                service: str = "ssh") -> dict:
+    """Put a TCP relay on loopback in front of the host's sshd (or, service="wsman", its WS-Management
+    listener), delaying each direction by delay_ms.
+
+    Replaces a relay already running for that service. Returns the host; its `relay` (`wsman_relay`) has the port.
     """
     listen_address, listen_port = parse_listen(listen)
     if not 0 <= delay_ms <= 600_000:
         raise HostctlError("--delay-ms must be in 0..600000")
+    if service not in RELAY_SERVICES:
+        raise HostctlError(f"--service must be one of {', '.join(RELAY_SERVICES)}")
+    key, port_key = RELAY_SERVICES[service]
     with live_host(state_dir, name) as (state, host):
-        _stop_relay(host)
+        if not host.get(port_key):
+            raise HostctlError(f"host {name} has no {service} listener (up --no-peer?)")
+        _stop_relay(host, key)
         host_dir = Path(host["dir"])
-        port_file = host_dir / "relay.port"
+        port_file = host_dir / f"{key}.port"
+        log = host_dir / f"{key}.log"
         port_file.unlink(missing_ok=True)
         argv = [sys.executable, str(HOSTCTL), "_relay", "--listen", f"{listen_address}:{listen_port}",
-                "--target", f"{host['address']}:{host['port']}", "--delay-ms", str(delay_ms),
+                "--target", f"{host['address']}:{host[port_key]}", "--delay-ms", str(delay_ms),
                 "--port-file", str(port_file), "--watch", f"/run/netns/{host['netns']}"]
-        pid = spawn(state["run_id"], argv, host_dir / "relay.log")
-        port = _wait_relay_port(state, host, pid, port_file)
-        key_type, key_data = host["host_keys"][0].split()[1:3]
-        host_spec = f"[{listen_address}]:{port}" if port != 22 else listen_address
-        known_hosts_line = f"{host_spec} {key_type} {key_data}"
-        write_atomically(host_dir / "relay_known_hosts", known_hosts_line + "\n", mode=0o644)
-        host["relay"] = {"pid": pid, "start_time": process_start_time(pid), "address": listen_address,
-                         "port": port, "delay_ms": delay_ms, "log": str(host_dir / "relay.log"),
-                         "known_hosts": str(host_dir / "relay_known_hosts"),
-                         "known_hosts_line": known_hosts_line}
+        pid = spawn(state["run_id"], argv, log)
+        port = _wait_relay_port(state, host, pid, port_file, log)
+        entry = {"pid": pid, "start_time": process_start_time(pid), "address": listen_address,
+                 "port": port, "delay_ms": delay_ms, "log": str(log)}
+        if service == "ssh":
+            key_type, key_data = host["host_keys"][0].split()[1:3]
+            host_spec = f"[{listen_address}]:{port}" if port != 22 else listen_address
+            known_hosts_line = f"{host_spec} {key_type} {key_data}"
+            write_atomically(host_dir / "relay_known_hosts", known_hosts_line + "\n", mode=0o644)
+            entry.update(known_hosts=str(host_dir / "relay_known_hosts"), known_hosts_line=known_hosts_line)
+        host[key] = entry
         return host
 
 
-def _wait_relay_port(state: dict, host: dict, pid: int, port_file: Path) -> int:
+def _wait_relay_port(state: dict, host: dict, pid: int, port_file: Path, log: Path) -> int:
     def port() -> int | None:
         with contextlib.suppress(OSError, ValueError):
             return int(port_file.read_text())
-        fail_if_exited(state["run_id"], pid, f"relay of {host['name']}", Path(host["dir"]) / "relay.log")
+        fail_if_exited(state["run_id"], pid, f"relay of {host['name']}", log)
         return None
 
     return wait_until(port, READY_TIMEOUT, f"the relay of {host['name']} to listen")
 
 
-def _stop_relay(host: dict) -> None:
-    relay = host.get("relay")
+def _stop_relay(host: dict, key: str = "relay") -> None:
+    relay = host.get(key)
     if relay and is_running(relay["pid"], relay.get("start_time")):
         stop_processes([relay["pid"]])
-    host["relay"] = None
+    host[key] = None
 
 
 def relay_stop(state_dir: str | Path, name: str) -> dict:
     with live_host(state_dir, name) as (state, host):
         _stop_relay(host)
+        return host
+
+
+def wsman_relay_stop(state_dir: str | Path, name: str) -> dict:
+    with live_host(state_dir, name) as (state, host):
+        _stop_relay(host, "wsman_relay")
         return host
 
 

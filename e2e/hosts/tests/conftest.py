@@ -96,8 +96,9 @@ def run_processes_of(state: dict) -> list[int]:
         recorded.append(host["sshd"]["pid"])
         if host["peer"]:
             recorded.append(host["peer"]["pid"])
-        if host["relay"]:
-            recorded.append(host["relay"]["pid"])
+        for relay in (host["relay"], host.get("wsman_relay")):
+            if relay:
+                recorded.append(relay["pid"])
     alive = {pid for pid in recorded if pid and hostctl.is_running(pid)}
     marker = state["state_dir"].encode()
     for entry in Path("/proc").iterdir():

@@ -18,7 +18,8 @@ What happens when the client vanishes depends on the transport, so it is the fro
     connect(fe)    queued here until a client connects again (3.1.4.9, 3.1.4.10, 3.2.5.3.17-3.2.5.3.19;
                    the robust-connection replay of MS-WSMV 3.1.4.1.39 is the WSMan front end's job). While
                    detached, output buffering follows OutputBufferingMode Block: pipelines pause once the
-                   buffer is full. Drop (discard the oldest queued output instead) is not built.
+                   buffer is full. A front end with its own buffer (wsman/shell.py: Block and Drop) holds the
+                   output itself instead.
 """
 
 from __future__ import annotations
@@ -251,11 +252,19 @@ class Session:
         await self._stop_all()
         self._end("abandoned: connection lost without Close, the runspace ends with it")
 
-    def disconnect(self) -> None:
-        """WSMan Disconnect: keep pool and running pipelines, buffer their output (Block mode)."""
+    def disconnect(self, holder: typing.Optional[Frontend] = None) -> None:
+        """WSMan Disconnect: keep pool and running pipelines and buffer their output. By default the output
+        stays queued in psrpcore (DetachedFrontend, Block mode); a front end that keeps its own buffer and
+        buffering policy (the WSMan shell) passes itself as holder."""
         self.pool.disconnect()
-        self.frontend = DetachedFrontend(self)
+        self.frontend = holder if holder is not None else DetachedFrontend(self)
         log.info("session %s disconnected", self.pool_id)
+
+    def reconnect(self) -> None:
+        """WSMan Reconnect: the same client resumes a disconnected pool (MS-PSRP 3.1.4.10, 3.2.5.3.19); no PSRP
+        message is exchanged, the pool is simply Opened again."""
+        self.pool.reconnect()
+        log.info("session %s reconnected", self.pool_id)
 
     def connect(self, frontend: Frontend, owner: typing.Optional[Owner] = None) -> None:
         """WSMan Connect from a (possibly new) client: the client's SESSION_CAPABILITY and

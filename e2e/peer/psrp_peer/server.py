@@ -48,9 +48,9 @@ def rss_bytes() -> int:
 
 
 class PeerServer:
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, registry: typing.Optional[Registry] = None) -> None:
         self.socket_path = socket_path
-        self.registry = Registry()
+        self.registry = registry if registry is not None else Registry()
         self.connections: typing.Dict[OutOfProcConnection, asyncio.Task] = {}
         self._server: typing.Optional[asyncio.AbstractServer] = None
         self._counter = itertools.count(1)
@@ -113,9 +113,10 @@ class PeerServer:
             "rss_kib": rss_bytes() // 1024,
         }
 
-    def log_sessions(self) -> None:
+    def log_sessions(self, header: bool = True) -> None:
         """A Get-PSSession-like listing in the log (SIGUSR1)."""
-        log.info("stats %s", " ".join(f"{k}={v}" for k, v in self.stats().items()))
+        if header:
+            log.info("stats %s", " ".join(f"{k}={v}" for k, v in self.stats().items()))
         for session in self.registry.sessions():
             running = sum(1 for r in session.runners.values() if r.running)
             log.info("  session %s user=%s state=%s pipelines=%d running=%d variables=%d", session.pool_id,

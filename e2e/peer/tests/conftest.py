@@ -166,3 +166,45 @@ def process_info(peer: Peer):
     import psrp
 
     return psrp.ProcessInfo(executable=str(SHIM), arguments=[str(peer.socket)])
+
+
+WSMAN_USERS = {"alice": "Alice-pa55!", "bob": "Bob-pa55!"}
+
+
+class WSManPeer(Peer):
+    """A peer serving WS-Management on a loopback ephemeral port (and no Unix socket)."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.socket = directory / "unused.sock"
+        self.log = directory / "peer.log"
+        self.pid_file = directory / "peer.pid"
+        users = directory / "users"
+        users.write_text("".join(f"{u}:{p}\n" for u, p in WSMAN_USERS.items()))
+        env = dict(os.environ, PYTHONPATH=str(PEER_DIR))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "psrp_peer", "--wsman", "127.0.0.1:0", "--wsman-users", str(users),
+             "--wsman-port-file", str(directory / "wsman.port"),
+             "--log", str(self.log), "--pid-file", str(self.pid_file), *extra],
+            cwd=PEER_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+        )
+        ready = f"peer pid {self.process.pid} serving wsman "
+        deadline = time.monotonic() + 15
+        while ready not in self.log_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"peer did not start: {self.process.stderr.read().decode()!r}\n{self.log_text()}")
+            time.sleep(0.02)
+        line = next(l for l in self.log_text().splitlines() if ready in l)
+        self.url = line.split(ready, 1)[1].strip()
+        self.port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+        assert int((directory / "wsman.port").read_text()) == self.port
+
+
+def wsman_info(peer: "WSManPeer", user: str = "alice", auth: str = "ntlm", password: typing.Optional[str] = None,
+               **kwargs: typing.Any):
+    import psrp
+
+    # Host and port, not a URL: with a URL pypsrp 1.0.0b1 leaves its scheme unset and never encrypts.
+    return psrp.WSManInfo("127.0.0.1", scheme="http", port=peer.port, auth=auth, username=user,
+                          password=WSMAN_USERS[user] if password is None else password, **kwargs)
