@@ -169,6 +169,11 @@ fn invalid_manifests() -> Vec<Invalid> {
             &["spec.port", "greater than or equal to 1"],
         ),
         s(
+            "allowUnencrypted on SSH",
+            &format!("{SSH}\nallowUnencrypted: true"),
+            &["spec.allowUnencrypted", "applies to the WSMan transport only"],
+        ),
+        s(
             "CredSSP is not offered",
             &format!("{WSMAN}\nauthentication: CredSSP"),
             &["spec.authentication", "Unsupported value"],

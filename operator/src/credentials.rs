@@ -8,7 +8,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use psrp::{
     session::SessionOptions,
-    transport::ssh::{HostKeyPolicy, SshAuth, SshConfig, SshKey},
+    transport::{
+        ssh::{HostKeyPolicy, SshAuth, SshConfig, SshKey},
+        wsman::{ClientCertificate, Credentials, TlsOptions, WsmanAuth, WsmanConfig},
+    },
 };
 use thiserror::Error;
 
@@ -128,6 +131,73 @@ pub fn ssh_config(
     Ok(config)
 }
 
+/// The WS-Management connection of a session whose transport is WSMan: where, how to
+/// authenticate (a `kubernetes.io/basic-auth` Secret, or `kubernetes.io/tls` for Certificate) and
+/// which CA to trust (`ca.crt` of `caSecretRef`).
+pub fn wsman_config(
+    spec: &PSSessionSpec,
+    credentials: &Secret,
+    ca: Option<&Secret>,
+) -> Result<WsmanConfig, CredentialsError> {
+    if spec.transport != Transport::WSMan {
+        return Err(CredentialsError::Unsupported(
+            "a WS-Management configuration for a session whose transport is not WSMan".into(),
+        ));
+    }
+    let user_and_password = |what: &str| -> Result<Credentials, CredentialsError> {
+        let username = required(credentials, "username", what)?.trim().to_owned();
+        let password = required(credentials, "password", what)?;
+        Ok(Credentials::new(username, password))
+    };
+    let auth = match spec.authentication.unwrap_or(Authentication::Negotiate) {
+        Authentication::Basic => WsmanAuth::Basic(user_and_password(
+            "Basic authentication (a kubernetes.io/basic-auth Secret)",
+        )?),
+        Authentication::Ntlm => WsmanAuth::Ntlm(user_and_password(
+            "NTLM authentication (a kubernetes.io/basic-auth Secret)",
+        )?),
+        Authentication::Negotiate => WsmanAuth::Negotiate {
+            credentials: user_and_password("Negotiate authentication (a kubernetes.io/basic-auth Secret)")?,
+            kdc: None,
+        },
+        Authentication::Kerberos => WsmanAuth::Kerberos {
+            credentials: user_and_password("Kerberos authentication (a kubernetes.io/basic-auth Secret)")?,
+            kdc: None,
+        },
+        Authentication::Certificate => {
+            let what = "Certificate authentication (a kubernetes.io/tls Secret)";
+            let cert = required(credentials, "tls.crt", what)?;
+            let key = required(credentials, "tls.key", what)?;
+            let certificate = ClientCertificate::from_pem(cert.as_bytes(), key.as_bytes())
+                .map_err(|e| CredentialsError::invalid(credentials, e.to_string()))?;
+            WsmanAuth::Certificate(certificate)
+        }
+        other => {
+            return Err(CredentialsError::Unsupported(format!(
+                "authentication {other:?} does not apply to the WSMan transport"
+            )));
+        }
+    };
+    let mut config = WsmanConfig::new(spec.computer_name.clone(), auth);
+    if spec.use_ssl.unwrap_or(false) {
+        config = config.https();
+    }
+    if let Some(port) = spec.port.and_then(|p| u16::try_from(p).ok()) {
+        config.port = port;
+    }
+    config.allow_unencrypted = spec.allow_unencrypted.unwrap_or(false);
+    config.tls = TlsOptions {
+        ca_pem: ca
+            .map(|secret| required(secret, "ca.crt", "a CA bundle").map(|pem| pem.as_bytes().to_vec()))
+            .transpose()?,
+        skip_ca_check: spec.skip_ca_check.unwrap_or(false),
+        skip_cn_check: spec.skip_cn_check.unwrap_or(false),
+        ..TlsOptions::default()
+    };
+    config.connect_timeout = open_timeout(spec);
+    Ok(config)
+}
+
 pub fn open_timeout(spec: &PSSessionSpec) -> Duration {
     spec.open_timeout.map(Duration::from).unwrap_or(DEFAULT_TIMEOUT)
 }
@@ -174,6 +244,81 @@ mod tests {
             "openTimeout": "20s",
         }))
         .expect("spec parses")
+    }
+
+    fn wsman_spec(extra: serde_json::Value) -> PSSessionSpec {
+        let mut spec = serde_json::json!({
+            "computerName": "web01.corp.example.com", "transport": "WSMan",
+            "credentialsSecretRef": {"name": "creds"},
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(spec).expect("spec parses")
+    }
+
+    #[test]
+    fn wsman_defaults_to_negotiate_over_http_5985() {
+        let creds = secret(
+            "creds",
+            &[("username", "CORP\\ops\n"), ("password", "s3cret-value")],
+        );
+        let config = wsman_config(&wsman_spec(serde_json::json!({})), &creds, None).expect("config");
+        assert_eq!(config.auth.scheme(), "Negotiate");
+        assert_eq!(config.auth.user(), "CORP\\ops");
+        assert_eq!(
+            (config.port, config.use_ssl, config.allow_unencrypted),
+            (5985, false, false)
+        );
+        assert!(!format!("{config:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn wsman_https_port_ca_and_skips_follow_the_spec() {
+        let creds = secret("creds", &[("username", "ops"), ("password", "pw")]);
+        let ca = secret(
+            "ca",
+            &[(
+                "ca.crt",
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            )],
+        );
+        let spec = wsman_spec(serde_json::json!({
+            "authentication": "Basic", "useSSL": true, "caSecretRef": {"name": "ca"},
+            "skipCNCheck": true, "openTimeout": "15s",
+        }));
+        let config = wsman_config(&spec, &creds, Some(&ca)).expect("config");
+        assert_eq!((config.port, config.use_ssl), (5986, true));
+        assert_eq!(config.auth.scheme(), "Basic");
+        assert!(config.tls.ca_pem.is_some() && config.tls.skip_cn_check && !config.tls.skip_ca_check);
+        assert_eq!(config.connect_timeout, Duration::from_secs(15));
+
+        let spec =
+            wsman_spec(serde_json::json!({"authentication": "NTLM", "port": 8985, "allowUnencrypted": true}));
+        let config = wsman_config(&spec, &creds, None).expect("config");
+        assert_eq!((config.port, config.allow_unencrypted), (8985, true));
+    }
+
+    #[test]
+    fn wsman_secrets_missing_keys_or_bad_pem_are_secret_invalid() {
+        let creds = secret("creds", &[("username", "ops")]);
+        let err = wsman_config(&wsman_spec(serde_json::json!({})), &creds, None).expect_err("no password");
+        assert_eq!(err.reason(), Reason::SecretInvalid);
+        assert!(err.to_string().contains("password"), "{err}");
+
+        let tls = secret(
+            "creds",
+            &[("tls.crt", "not a certificate"), ("tls.key", "not a key-XYZ")],
+        );
+        let spec = wsman_spec(serde_json::json!({"authentication": "Certificate", "useSSL": true}));
+        let err = wsman_config(&spec, &tls, None).expect_err("bad PEM");
+        assert_eq!(err.reason(), Reason::SecretInvalid);
+        assert!(!err.to_string().contains("not a key-XYZ"), "{err}");
+
+        let creds = secret("creds", &[("username", "ops"), ("password", "pw")]);
+        let spec = wsman_spec(serde_json::json!({"authentication": "Password"}));
+        let err = wsman_config(&spec, &creds, None).expect_err("SSH auth on WSMan");
+        assert_eq!(err.reason(), Reason::Unsupported);
     }
 
     #[test]

@@ -70,6 +70,9 @@ use super::common::{DURATION_PATTERN, LocalObjectReference};
     validation = Rule::new("!has(self.skipHostKeyCheck) || !self.skipHostKeyCheck || self.transport == 'SSH'")
         .message("skipHostKeyCheck applies to the SSH transport only")
         .field_path(".skipHostKeyCheck"),
+    validation = Rule::new("!has(self.allowUnencrypted) || !self.allowUnencrypted || self.transport == 'WSMan'")
+        .message("allowUnencrypted applies to the WSMan transport only")
+        .field_path(".allowUnencrypted"),
     validation = Rule::new("self.desiredState != 'Disconnected' || self.transport == 'WSMan'")
         .message("desiredState Disconnected needs the WSMan transport: PowerShell has no disconnect over SSH")
         .field_path(".desiredState"),
@@ -149,6 +152,12 @@ pub struct PSSessionSpec {
     #[serde(default = "default_max_connection_retry_count")]
     #[schemars(range(min = 0, max = 100))]
     pub max_connection_retry_count: i32,
+
+    /// Let Basic authentication go over plain HTTP, as WinRM's `AllowUnencrypted=true` does on the
+    /// server: the password then crosses the network in clear text. WSMan only; default false, so
+    /// Basic needs useSSL. NTLM, Negotiate and Kerberos encrypt every message over HTTP anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unencrypted: Option<bool>,
 
     /// Secret with the CA bundle (key `ca.crt`) that signs the WSMan HTTPS server's certificate.
     /// WSMan with useSSL only.
