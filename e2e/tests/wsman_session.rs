@@ -120,6 +120,31 @@ async fn take_numbers(handle: &mut PipelineHandle, count: usize) -> Vec<i64> {
     seen
 }
 
+/// After a disconnect: the numbers the handle still holds (what the pending Receive brought), up
+/// to its `State { Disconnected }`, each batch acknowledged as a persisting caller does.
+async fn drain_until_disconnected(handle: &mut PipelineHandle) -> Vec<i64> {
+    let mut seen = Vec::new();
+    loop {
+        let batch = bounded("batch", handle.next_batch()).await.expect("events");
+        let mut disconnected = false;
+        for event in &batch.events {
+            match event {
+                PipelineEvent::Output(v) => seen.extend(numbers(std::slice::from_ref(v))),
+                PipelineEvent::State {
+                    state: PipelineState::Disconnected,
+                    ..
+                } => disconnected = true,
+                event if event.is_last() => panic!("ended instead: {event:?}"),
+                _ => {}
+            }
+        }
+        batch.acknowledge();
+        if disconnected {
+            return seen;
+        }
+    }
+}
+
 #[tokio::test]
 async fn ntlm_with_encryption_runs_every_stream_and_keeps_state() {
     let peer = WsmanPeer::start(&[]).expect("peer");
@@ -327,6 +352,8 @@ async fn a_new_client_connects_and_receives_every_line_once() {
     )
     .await
     .expect("disconnect");
+    // What the Receive pending at the Disconnect brought is in the handle: saved before it goes.
+    saved.extend(drain_until_disconnected(&mut handle).await);
     drop(handle);
     drop(first);
 
@@ -601,4 +628,63 @@ async fn a_cut_connection_is_survived_by_retransmitting_the_receive() {
     );
     assert_eq!(texts(&run(&session, "'still open'").await.output), ["still open"]);
     bounded("close", session.close()).await.expect("close");
+}
+
+/// The same facade against a namespace host's WSMan listener (the host's own address, port 5985,
+/// the run's password user), directly and through the harness's delaying relay (150 ms each
+/// way): NTLM with encryption, a job handed from one client to a new one by disconnect and connect.
+#[tokio::test]
+async fn a_namespace_host_over_a_slow_link() {
+    let mut hosts = e2e::hosts::TargetHosts::up(1).await.expect("hosts");
+    let host = hosts.host(0).clone();
+    let user = hosts.state.users.password.clone();
+    let addr = host.wsman_addr().expect("wsman listener");
+    let config_for = |address: String, port: u16| {
+        let mut transport = WsmanConfig::new(
+            address,
+            WsmanAuth::Ntlm(Credentials::new(user.name.clone(), user.password.clone())),
+        );
+        transport.port = port;
+        transport.connect_timeout = Duration::from_secs(5);
+        let mut config = WsmanSessionConfig::new(transport);
+        config.receive_timeout = Duration::from_secs(5);
+        config
+    };
+    let direct = config_for(addr.ip().to_string(), addr.port());
+    let session = open(&direct).await;
+    assert_eq!(
+        texts(&run(&session, "Write-Output 'from the namespace'").await.output),
+        ["from the namespace"]
+    );
+    bounded("close", session.close()).await.expect("close");
+
+    let relay = hosts.relay_start_wsman(&host.name, 150).await.expect("relay");
+    let slow = config_for(relay.address.clone(), relay.port);
+    let first = open(&slow).await;
+    let shell_id = first.instance_id();
+    let mut handle = start(
+        &first,
+        "1..20 | ForEach-Object { Start-Sleep -Milliseconds 100; $_ }",
+    )
+    .await;
+    let mut seen = take_numbers(&mut handle, 3).await;
+    bounded(
+        "disconnect",
+        first.disconnect(Duration::from_secs(120), BufferMode::Block),
+    )
+    .await
+    .expect("disconnect");
+    seen.extend(drain_until_disconnected(&mut handle).await);
+    drop(handle);
+    drop(first);
+    let (second, adopted) = bounded("connect", Session::connect_wsman(&slow, shell_id, options()))
+        .await
+        .expect("connect");
+    for handle in adopted {
+        let outcome = bounded("collect", handle.collect()).await.expect("ends");
+        seen.extend(numbers(&outcome.output));
+    }
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>(), "every number once, in order");
+    bounded("close", second.close()).await.expect("close");
+    hosts.wsman_relay_stop(&host.name).await.expect("relay stop");
 }

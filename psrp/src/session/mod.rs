@@ -553,7 +553,10 @@ impl Session {
     /// pipeline and that pipeline's output, buffered by `buffer_mode`, for `idle_timeout` (at least
     /// 60 s: less is refused here with [`WsmanFailure::IdleTimeoutTooShort`], as Windows refuses
     /// it). The pool and the running pipeline become Disconnected; new pipelines wait in the queue
-    /// until [`Self::reconnect`]. Waits for a pipeline being created to be created first. Over SSH:
+    /// until [`Self::reconnect`]. Waits for a pipeline being created to be created first, and
+    /// returns once the Receives that were pending have come back: the output they carried is
+    /// then in the pipeline's handle, before its `State { Disconnected }`. Read (and save) the
+    /// handle up to that event before dropping it, or that output is lost. Over SSH:
     /// [`SessionError::Unsupported`].
     pub async fn disconnect(
         &self,

@@ -218,6 +218,8 @@ pub(super) struct Actor {
     disconnecting: Option<Reply>,
     /// A Disconnect asked for, sent once nothing is being created or sent.
     pending_disconnect: Option<(Duration, BufferMode)>,
+    /// The server's answer to the Disconnect, applied once the pending Receives are back.
+    disconnect_answer: Option<Result<(), WsmanFailure>>,
     reconnecting: Option<Reply>,
     failed: Option<SessionError>,
     end: bool,
@@ -271,6 +273,7 @@ impl Actor {
             delete_sent: false,
             disconnecting: None,
             pending_disconnect: None,
+            disconnect_answer: None,
             reconnecting: None,
             failed: None,
             end: false,
@@ -710,23 +713,8 @@ impl Actor {
                 }
                 self.end = true;
             }
-            (Op::Disconnect, Answer::Done(result)) => {
-                let reply = self.disconnecting.take();
-                let outcome = match result {
-                    Ok(()) => self.pool.disconnected().map_err(SessionError::from),
-                    Err(error) => Err(SessionError::Wsman(error)),
-                };
-                match &outcome {
-                    Ok(()) => {
-                        self.drain_events();
-                        self.checkpoints();
-                    }
-                    Err(_) => self.resume_loops(),
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
-                }
-            }
+            // Applied by `finish_disconnect` once the Receives that were pending have returned.
+            (Op::Disconnect, Answer::Done(result)) => self.disconnect_answer = Some(result),
             (Op::Reconnect, Answer::Done(result)) => {
                 let reply = self.reconnecting.take();
                 let outcome = match result {
@@ -993,6 +981,7 @@ impl Actor {
             }
         }
         self.maybe_disconnect();
+        self.finish_disconnect();
         self.start_next();
     }
 
@@ -1027,6 +1016,34 @@ impl Actor {
             };
             (op, Answer::Receive(result))
         });
+    }
+
+    /// Completes a Disconnect the server has answered once no Receive is in flight any more (the
+    /// pending ones return what the server had, then `ShellDisconnected`): so the handles get that
+    /// output before their `State { Disconnected }`, and [`crate::session::Session::disconnect`]
+    /// returns with everything received already queued to them.
+    fn finish_disconnect(&mut self) {
+        let receiving =
+            self.pool_receive == Loop::InFlight || self.pipes.iter().any(|p| p.receive == Loop::InFlight);
+        if receiving || self.disconnect_answer.is_none() {
+            return;
+        }
+        let reply = self.disconnecting.take();
+        let outcome = match self.disconnect_answer.take() {
+            Some(Ok(())) => self.pool.disconnected().map_err(SessionError::from),
+            Some(Err(error)) => Err(SessionError::Wsman(error)),
+            None => return,
+        };
+        match &outcome {
+            Ok(()) => {
+                self.drain_events();
+                self.checkpoints();
+            }
+            Err(_) => self.resume_loops(),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
     }
 
     /// Sends the Disconnect once no pipeline is being created and no Send is outstanding.

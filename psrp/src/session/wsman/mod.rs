@@ -68,8 +68,11 @@
 //!
 //! - [`Session::disconnect`]`(idle_timeout, buffer_mode)`: waits for a pipeline being created and
 //!   for outstanding Sends, then Disconnect (MS-PSRP 3.1.4.9). The pending Receives end (with what
-//!   the server had, then `ShellDisconnected`); the pool and a running pipeline become
-//!   Disconnected (the handle gets `State { Disconnected }`); new invokes wait in the queue.
+//!   the server had, then `ShellDisconnected`), and only then are the pool and a running pipeline
+//!   Disconnected: the handle gets that output, then `State { Disconnected }`, before `disconnect`
+//!   returns. A caller that hands the shell to another process (a graceful operator stop) reads
+//!   and saves the handle up to that event first: what the server handed out is not handed out
+//!   again. New invokes wait in the queue.
 //! - [`Session::reconnect`]: Reconnect from the same client (same `wsmv:SessionId`); the pool is
 //!   Opened, the pipeline Running again and the output buffered meanwhile comes through its handle.
 //! - [`Session::connect_wsman`]: a NEW client (another process, after a crash or a leader change)
