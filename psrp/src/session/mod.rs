@@ -2,9 +2,12 @@
 //!
 //! A [`Session`] joins the sans-IO [`RunspacePool`](crate::pool::RunspacePool) to the out-of-process
 //! framing ([`crate::transport::outofproc`]) over any `AsyncRead + AsyncWrite` byte stream, or over
-//! the SSH `powershell` subsystem ([`Session::open_ssh`]). One background task per session owns the
-//! pool and the stream; the [`Session`] and its [`PipelineHandle`]s talk to it over channels. There
-//! is no global state: every session is its own task, its own connection and its own pool.
+//! the SSH `powershell` subsystem ([`Session::open_ssh`]), or to a WS-Management shell
+//! ([`Session::open_wsman`], [`Session::connect_wsman`]; see [`wsman`] for what differs there:
+//! disconnect and connect, persist-before-acknowledge with [`PipelineHandle::next_batch`]). One
+//! background task per session owns the pool and the stream; the [`Session`] and its
+//! [`PipelineHandle`]s talk to it over channels. There is no global state: every session is its
+//! own task, its own connection and its own pool.
 //!
 //! # What runs when
 //!

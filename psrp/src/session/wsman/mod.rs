@@ -53,10 +53,14 @@
 //! previous one are acknowledged:
 //!
 //! - [`PipelineHandle::next_batch`] returns exactly the events of one ReceiveResponse; the caller
-//!   saves them and then calls [`EventBatch::acknowledge`](super::EventBatch::acknowledge). A crash
-//!   between receiving and saving leaves that output unacknowledged: the shell keeps running, and
-//!   the next process connects ([`Session::connect_wsman`]) and receives what the server still
-//!   holds.
+//!   saves them and then calls [`EventBatch::acknowledge`](super::EventBatch::acknowledge). Nothing
+//!   more is fetched from the server while a batch is unsaved, so a crash puts at most the batch in
+//!   hand at risk: everything after it stays with the server (the shell keeps running, its output
+//!   buffered per BufferMode), and the next process connects ([`Session::connect_wsman`]) and
+//!   receives it, complete and in order. The batch in hand itself the server has handed out; what
+//!   would fetch it again is the robust-connection cache (below), which this client uses for lost
+//!   connections but not yet across processes (that needs the OperationID of the pending Receive
+//!   saved with the previous batch, and a connect that retransmits it first).
 //! - [`PipelineHandle::next_event`] acknowledges a response's events when the last of them has been
 //!   taken (and it is called again): the Receive rate follows the consumer.
 //! - Every Receive is a robust operation (MS-WSMV 3.1.4.1.39, a fresh `wsmv:OperationID`): when the
