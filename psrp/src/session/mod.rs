@@ -1,6 +1,6 @@
 //! The async facade the controllers use: one runspace pool over one connection.
 //!
-//! A [`Session`] joins the sans-IO [`RunspacePool`](crate::pool::RunspacePool) to the out-of-process
+//! A [`Session`] joins the sans-IO [`RunspacePool`] to the out-of-process
 //! framing ([`crate::transport::outofproc`]) over any `AsyncRead + AsyncWrite` byte stream, or over
 //! the SSH `powershell` subsystem ([`Session::open_ssh`]), or to a WS-Management shell
 //! ([`Session::open_wsman`], [`Session::connect_wsman`]; see [`wsman`] for what differs there:

@@ -25,7 +25,7 @@
 //!   ShellId is the runspace pool's id ([`Session::instance_id`]), chosen here as PowerShell does;
 //!   the `wsmv:SessionId` is [`WsmanSessionConfig::session_id`] or a new one (the ShellId too can
 //!   be given, [`WsmanSessionConfig::shell_id`], to record it before the open). Both are in
-//!   [`SessionStatus`](super::SessionStatus) (and [`Session::shell_id`],
+//!   [`SessionStatus`] (and [`Session::shell_id`],
 //!   [`Session::wsman_session_id`]) from the first status on, before any command. An open that
 //!   fails after the Create deletes the shell it made (best effort).
 //! - While the pool is open, one Receive of the pool is always outstanding (a long poll bounded by
