@@ -543,6 +543,8 @@ async fn an_unacknowledged_batch_holds_the_next_receive() {
 struct Relay {
     port: u16,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// New connections are accepted and then never answered: a black hole behind a live port.
+    hang: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -552,10 +554,17 @@ impl Relay {
         let port = listener.local_addr().expect("addr").port();
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = connections.clone();
+        let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hanging = hang.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                let black_hole = hanging.load(std::sync::atomic::Ordering::Relaxed);
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                    if black_hole {
+                        // Take the request, answer nothing.
+                        let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
+                    } else if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
@@ -565,6 +574,7 @@ impl Relay {
         Relay {
             port,
             connections,
+            hang,
             accept,
         }
     }
@@ -687,4 +697,44 @@ async fn a_namespace_host_over_a_slow_link() {
     assert_eq!(seen, (1..=20).collect::<Vec<_>>(), "every number once, in order");
     bounded("close", second.close()).await.expect("close");
     hosts.wsman_relay_stop(&host.name).await.expect("relay stop");
+}
+
+/// `operation_timeout` bounds each request that waits for the server (not a Receive long poll): a
+/// host that stops answering (every connection cut, new ones black-holed) fails the session with
+/// `OperationTimeout` within it, and the pipeline's invoke gets the same error.
+#[tokio::test]
+async fn an_unanswered_command_is_an_operation_timeout() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let relay = Relay::start(peer.port).await;
+    let mut config = ntlm(&peer);
+    config.transport.port = relay.port;
+    let options = SessionOptions {
+        operation_timeout: Duration::from_secs(3),
+        ..options()
+    };
+    let session = bounded("open", Session::open_wsman(&config, options))
+        .await
+        .expect("open");
+    assert_eq!(texts(&run(&session, "'answered'").await.output), ["answered"]);
+    relay.hang.store(true, std::sync::atomic::Ordering::Relaxed);
+    relay.cut();
+    // Let the client see its kept-alive connections closed: the Command then goes on a new one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = tokio::time::Instant::now();
+    let error = bounded(
+        "invoke",
+        session.run_script("'never answered'", Vec::<(String, PsValue)>::new()),
+    )
+    .await
+    .expect_err("no answer");
+    assert_eq!(error.reason(), "OperationTimeout", "{error}");
+    assert!(!error.is_permanent());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the operation timeout: {:?}",
+        started.elapsed()
+    );
+    let status = session.status().borrow().clone();
+    assert_eq!(status.state, RunspacePoolState::Broken);
+    assert_eq!(status.error.map(|e| e.reason()), Some("OperationTimeout"));
 }
