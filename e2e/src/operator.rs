@@ -221,6 +221,31 @@ pub async fn create_host_secrets(api: &Api<Secret>, hosts: &TargetHosts, prefix:
 }
 
 /// A PSSession manifest for `host` over SSH.
+/// A WSMan PSSession to a namespace host's WS-Management listener, as the password user of the
+/// `{secret_prefix}-password` Secret ([`create_host_secrets`]), with `auth` (`NTLM`, `Basic`,
+/// ...) and `extra_spec` lines.
+pub fn wsman_session_yaml(
+    name: &str,
+    host: &Host,
+    secret_prefix: &str,
+    auth: &str,
+    extra_spec: &str,
+) -> String {
+    let port = host.wsman_port.unwrap_or(5985);
+    let mut yaml = format!(
+        "apiVersion: psremoting.dev/v1alpha1\nkind: PSSession\nmetadata:\n  name: {name}\nspec:\n  \
+         computerName: {address}\n  port: {port}\n  transport: WSMan\n  authentication: {auth}\n  \
+         credentialsSecretRef:\n    name: {secret_prefix}-password\n",
+        address = host.address,
+    );
+    for line in extra_spec.lines().filter(|l| !l.trim().is_empty()) {
+        yaml.push_str("  ");
+        yaml.push_str(line.trim_start());
+        yaml.push('\n');
+    }
+    yaml
+}
+
 pub fn ssh_session_yaml(
     name: &str,
     host: &Host,

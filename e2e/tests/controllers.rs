@@ -10,7 +10,9 @@ use e2e::{
     ControlPlane, TestNamespace,
     crds::install_crds,
     hosts::TargetHosts,
-    operator::{OperatorProcess, create_host_secrets, eventually, job_yaml, ssh_session_yaml},
+    operator::{
+        OperatorProcess, create_host_secrets, eventually, job_yaml, ssh_session_yaml, wsman_session_yaml,
+    },
     test_namespace,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
@@ -179,6 +181,115 @@ fn output(job: &PSJob) -> String {
         .as_ref()
         .and_then(|s| s.output.clone())
         .unwrap_or_default()
+}
+
+/// The password user's shells on `host`, as Get-PSSession -ComputerName lists them.
+async fn shells_on(env: &Env, host: &e2e::hosts::Host) -> Vec<String> {
+    let users = &env.hosts.state.users;
+    let addr = host.wsman_addr().expect("a WSMan listener");
+    let mut transport = psrp::transport::wsman::WsmanConfig::new(
+        addr.ip().to_string(),
+        psrp::transport::wsman::WsmanAuth::Ntlm(psrp::transport::wsman::Credentials::new(
+            users.password.name.clone(),
+            users.password.password.clone(),
+        )),
+    );
+    transport.port = addr.port();
+    let config = psrp::session::WsmanSessionConfig::new(transport);
+    psrp::session::list_shells(&config, STEP)
+        .await
+        .expect("Enumerate")
+        .into_iter()
+        .map(|shell| shell.shell_id.to_string().to_uppercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_wsman_session_opens_over_ntlm_keeps_state_and_is_deleted_remotely() {
+    let env = Env::new("ctl-wsman", 1).await;
+    let host = env.hosts.host(0).clone();
+    env.apply(&wsman_session_yaml("win", &host, "h", "NTLM", "idleTimeout: 5m"))
+        .await;
+    let ready = env.ready("win").await;
+    let status = ready.status.expect("status");
+    let shell_id = status.shell_id.clone().expect("shellId in status");
+    assert!(status.wsman_session_id.is_some(), "wsmanSessionId in status");
+    assert_eq!(
+        status.instance_id.as_deref(),
+        Some(shell_id.as_str()),
+        "a shell is its runspace pool"
+    );
+    assert!(
+        shells_on(&env, &host).await.contains(&shell_id.to_uppercase()),
+        "the host lists the shell"
+    );
+
+    env.job("first", "win", "$greeting = 'over WSMan'", "").await;
+    env.job(
+        "second",
+        "win",
+        "Write-Output $greeting\nWrite-Warning 'careful'",
+        "",
+    )
+    .await;
+    let second = env.done("second").await;
+    assert_eq!(state(&second), Some(JobState::Completed));
+    assert_eq!(output(&second), "over WSMan\n");
+    let warning = second
+        .status
+        .and_then(|s| s.streams)
+        .and_then(|s| s.warning)
+        .unwrap_or_default();
+    assert!(warning.contains("careful"), "{warning}");
+
+    // Deleting the session deletes the shell on the host.
+    env.ns
+        .api::<PSSession>()
+        .delete("win", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let sessions = env.ns.api::<PSSession>();
+    eventually("session gone", STEP, || {
+        let sessions = sessions.clone();
+        async move { Ok(sessions.get_opt("win").await?.is_none().then_some(())) }
+    })
+    .await
+    .expect("the finalizer lets go");
+    assert!(
+        !shells_on(&env, &host).await.contains(&shell_id.to_uppercase()),
+        "the shell is gone from the host"
+    );
+}
+
+#[tokio::test]
+async fn a_wsman_session_with_a_wrong_password_is_auth_failed() {
+    let env = Env::new("ctl-wsman-auth", 1).await;
+    let host = env.hosts.host(0).clone();
+    let users = &env.hosts.state.users;
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: wrong-password\ntype: kubernetes.io/basic-auth\n\
+         stringData:\n  username: {}\n  password: not-{}\n",
+        users.password.name, users.password.password
+    ))
+    .await;
+    env.apply(&wsman_session_yaml(
+        "win",
+        &host,
+        "wrong",
+        "NTLM",
+        "maxConnectionRetryCount: 0",
+    ))
+    .await;
+    let broken = env
+        .wait_session("win", OPEN, "AuthFailed", |s| {
+            condition(s, "Ready").is_some_and(|(_, reason)| reason == "AuthFailed")
+        })
+        .await;
+    let text = serde_json::to_string(&broken).unwrap_or_default();
+    assert!(
+        !text.contains(&users.password.password),
+        "no password in the object"
+    );
 }
 
 #[tokio::test]

@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use psrp::{
-    session::SessionOptions,
+    session::{SessionOptions, WsmanSessionConfig},
     transport::{
         ssh::{HostKeyPolicy, SshAuth, SshConfig, SshKey},
         wsman::{ClientCertificate, Credentials, TlsOptions, WsmanAuth, WsmanConfig},
     },
+    wsman::BufferMode,
 };
 use thiserror::Error;
 
 use crate::{
-    api::{Authentication, PSSessionSpec, Transport},
+    api::{Authentication, OutputBufferingMode, PSSessionSpec, Transport},
     reason::Reason,
 };
 
@@ -80,7 +81,7 @@ pub fn ssh_config(
 ) -> Result<SshConfig, CredentialsError> {
     if spec.transport != Transport::Ssh {
         return Err(CredentialsError::Unsupported(
-            "the WSMan transport is not available in this version of the operator; use transport: SSH".into(),
+            "an SSH configuration for a session whose transport is not SSH".into(),
         ));
     }
     let username = required(credentials, "username", "SSH authentication")?
@@ -196,6 +197,29 @@ pub fn wsman_config(
     };
     config.connect_timeout = open_timeout(spec);
     Ok(config)
+}
+
+/// The whole WSMan target: [`wsman_config`] plus the endpoint, the idle timeout the server is
+/// told (raised to its 60 s minimum by the client), the output buffering mode, and the
+/// `wsmv:SessionId`, kept across opens and restarts (`session_id`, from status) because Reconnect
+/// is only for the client session that disconnected.
+pub fn wsman_session(
+    spec: &PSSessionSpec,
+    credentials: &Secret,
+    ca: Option<&Secret>,
+    session_id: Option<uuid::Uuid>,
+) -> Result<WsmanSessionConfig, CredentialsError> {
+    let mut session = WsmanSessionConfig::new(wsman_config(spec, credentials, ca)?);
+    if let Some(name) = &spec.configuration_name {
+        session.configuration_name = name.clone();
+    }
+    session.idle_timeout = spec.idle_timeout.map(Duration::from);
+    session.buffer_mode = match spec.output_buffering_mode.unwrap_or_default() {
+        OutputBufferingMode::Block => BufferMode::Block,
+        OutputBufferingMode::Drop => BufferMode::Drop,
+    };
+    session.session_id = Some(session_id.unwrap_or_else(uuid::Uuid::new_v4));
+    Ok(session)
 }
 
 pub fn open_timeout(spec: &PSSessionSpec) -> Duration {
@@ -350,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn wsman_is_reported_unsupported() {
+    fn each_transport_builds_only_its_own_configuration() {
         let spec: PSSessionSpec = serde_json::from_value(serde_json::json!({
             "computerName": "web01", "credentialsSecretRef": {"name": "creds"},
         }))
@@ -358,5 +382,11 @@ mod tests {
         let creds = secret("creds", &[("username", "u"), ("password", "p")]);
         let err = ssh_config(&spec, &creds, None).expect_err("wsman");
         assert_eq!(err.reason(), Reason::Unsupported);
+        let err = wsman_config(&ssh_spec("Password"), &creds, None).expect_err("ssh");
+        assert_eq!(err.reason(), Reason::Unsupported);
+        let session_id = uuid::Uuid::new_v4();
+        let wsman = wsman_session(&spec, &creds, None, Some(session_id)).expect("wsman");
+        assert_eq!(wsman.session_id, Some(session_id), "kept across opens");
+        assert_eq!(wsman.configuration_name, "Microsoft.PowerShell");
     }
 }

@@ -103,7 +103,7 @@ pub trait Telemetry: Send + Sync + 'static {
     fn reconcile_error(&self, _controller: &'static str, _reason: &'static str) {}
     fn status_write(&self, _kind: &'static str) {}
     fn status_write_deferred(&self, _kind: &'static str) {}
-    fn session_opened(&self, _result: &'static str, _took: Duration) {}
+    fn session_opened(&self, _transport: &'static str, _result: &'static str, _took: Duration) {}
     fn job_finished(&self, _phase: JobPhase, _took: Duration) {}
 }
 
@@ -124,8 +124,8 @@ impl Telemetry for crate::metrics::Metrics {
     fn status_write_deferred(&self, kind: &'static str) {
         crate::metrics::Metrics::status_write_deferred(self, kind);
     }
-    fn session_opened(&self, result: &'static str, took: Duration) {
-        self.observe_open("SSH", result, took);
+    fn session_opened(&self, transport: &'static str, result: &'static str, took: Duration) {
+        self.observe_open(transport, result, took);
     }
     fn job_finished(&self, phase: JobPhase, took: Duration) {
         let state = match phase {
@@ -360,8 +360,8 @@ impl Observer for RegistryObserver {
         }
     }
 
-    fn session_opened(&self, result: &'static str, took: Duration) {
-        self.telemetry.session_opened(result, took);
+    fn session_opened(&self, transport: &'static str, result: &'static str, took: Duration) {
+        self.telemetry.session_opened(transport, result, took);
     }
 
     fn job_finished(&self, phase: JobPhase, took: Duration) {

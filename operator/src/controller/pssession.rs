@@ -16,12 +16,12 @@ use super::{
 };
 use crate::{
     api::{
-        Availability, JobState, PSJob, PSSession, PSSessionStatus, RunspaceState,
+        Availability, JobState, PSJob, PSSession, PSSessionStatus, RunspaceState, Transport,
         conditions::{self, Conditions, Status},
     },
     credentials::{self, CredentialsError},
     reason::Reason,
-    registry::{CloseOutcome, ObjectKey, SessionTarget, Transition, WorkerState},
+    registry::{CloseOutcome, Connection, ObjectKey, SessionTarget, Transition, WorkerState},
 };
 
 const CONTROLLER: &str = "pssession";
@@ -144,15 +144,17 @@ async fn ensure_worker(session: &PSSession, key: &ObjectKey, ctx: &Context) -> R
             .and_then(|s| s.resource_version())
     };
     let credentials_version = secret_version(&spec.credentials_secret_ref.name);
-    let known_hosts_version = spec
+    // The other Secret: known_hosts for SSH, the CA bundle for WSMan.
+    let trust_version = spec
         .known_hosts_secret_ref
         .as_ref()
+        .or(spec.ca_secret_ref.as_ref())
         .map(|r| secret_version(&r.name));
     let fingerprint = format!(
         "{}/{}/{}",
         session.metadata.generation.unwrap_or_default(),
         credentials_version.as_deref().unwrap_or("-"),
-        known_hosts_version.flatten().as_deref().unwrap_or("-"),
+        trust_version.flatten().as_deref().unwrap_or("-"),
     );
     let running = ctx.registry.fingerprint(&key.uid);
     if running.as_deref() == Some(fingerprint.as_str()) {
@@ -200,29 +202,52 @@ async fn build_target(
         }
     };
     let credentials = fetch(spec.credentials_secret_ref.name.clone()).await?;
-    let known_hosts = match &spec.known_hosts_secret_ref {
-        Some(r) if !spec.skip_host_key_check.unwrap_or(false) => Some(fetch(r.name.clone()).await?),
-        _ => None,
-    };
     let options = credentials::session_options(&spec);
     let idle_timeout = spec.idle_timeout.map(Duration::from);
     let max_retries = u32::try_from(spec.max_connection_retry_count).unwrap_or(0);
-    // Decoding an encrypted private key runs a bcrypt KDF: keep it off the async workers.
-    let ssh = tokio::task::spawn_blocking(move || {
-        credentials::ssh_config(&spec, &credentials, known_hosts.as_ref())
-    })
-    .await
-    .map_err(|_| Blocker {
-        reason: Reason::SecretInvalid,
-        message: "reading the credentials failed".into(),
-    })??;
+    let connection = match spec.transport {
+        Transport::Ssh => {
+            let known_hosts = match &spec.known_hosts_secret_ref {
+                Some(r) if !spec.skip_host_key_check.unwrap_or(false) => Some(fetch(r.name.clone()).await?),
+                _ => None,
+            };
+            // Decoding an encrypted private key runs a bcrypt KDF: keep it off the async workers.
+            let ssh = tokio::task::spawn_blocking(move || {
+                credentials::ssh_config(&spec, &credentials, known_hosts.as_ref())
+            })
+            .await
+            .map_err(|_| Blocker {
+                reason: Reason::SecretInvalid,
+                message: "reading the credentials failed".into(),
+            })??;
+            Connection::Ssh(ssh)
+        }
+        Transport::WSMan => {
+            let ca = match &spec.ca_secret_ref {
+                Some(r) => Some(fetch(r.name.clone()).await?),
+                None => None,
+            };
+            let session_id = ctx
+                .registry
+                .session_state(&key.uid)
+                .and_then(|w| w.wsman_session_id)
+                .or_else(|| session.status.as_ref().and_then(|s| s.wsman_session_id.clone()))
+                .and_then(|id| id.parse().ok());
+            Connection::Wsman(credentials::wsman_session(
+                &spec,
+                &credentials,
+                ca.as_ref(),
+                session_id,
+            )?)
+        }
+    };
     let previous_instance = ctx
         .registry
         .session_state(&key.uid)
         .and_then(|w| w.instance_id)
         .or_else(|| session.status.as_ref().and_then(|s| s.instance_id.clone()));
     Ok(SessionTarget {
-        ssh,
+        connection,
         options,
         idle_timeout,
         max_retries,
@@ -286,6 +311,10 @@ fn session_status(
             (state, blocker.reason, blocker.message.clone())
         }
         (None, Some(w)) => {
+            if w.shell_id.is_some() {
+                status.shell_id = w.shell_id.clone();
+                status.wsman_session_id = w.wsman_session_id.clone();
+            }
             status.availability = Some(w.availability);
             status.instance_id = w.instance_id.clone().or(previous.instance_id.clone());
             status.protocol_version = w.protocol_version.clone();

@@ -16,7 +16,10 @@ use std::{
     time::Duration,
 };
 
-use psrp::{session::SessionOptions, transport::ssh::SshConfig};
+use psrp::{
+    session::{Session, SessionError, SessionOptions, WsmanSessionConfig},
+    transport::ssh::SshConfig,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, info_span, warn};
 
@@ -59,14 +62,58 @@ pub trait Observer: Send + Sync + 'static {
     fn job_changed(&self, job: &ObjectKey);
     /// Whether the PSJob still exists (from the watch cache): a deleted job's pipeline is stopped.
     fn job_exists(&self, job: &ObjectKey) -> bool;
-    fn session_opened(&self, _result: &'static str, _took: Duration) {}
+    fn session_opened(&self, _transport: &'static str, _result: &'static str, _took: Duration) {}
     fn job_finished(&self, _phase: JobPhase, _took: Duration) {}
+}
+
+/// How a session reaches its host.
+#[derive(Clone, Debug)]
+pub enum Connection {
+    /// The `powershell` subsystem of an SSH server: every open is a new runspace.
+    Ssh(SshConfig),
+    /// A WS-Management shell (WinRM).
+    Wsman(WsmanSessionConfig),
+}
+
+impl Connection {
+    /// Where, for messages.
+    pub fn address(&self) -> String {
+        match self {
+            Connection::Ssh(ssh) => ssh.address(),
+            Connection::Wsman(wsman) => wsman.transport.url(),
+        }
+    }
+
+    /// The transport's name, as the API spells it (and metrics label it).
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Connection::Ssh(_) => "SSH",
+            Connection::Wsman(_) => "WSMan",
+        }
+    }
+
+    /// Opens a new runspace. Over WSMan the shell gets `shell_id`, which the caller published
+    /// before, so a crash during the open still leaves a trace of the shell.
+    async fn open(
+        &self,
+        shell_id: Option<uuid::Uuid>,
+        options: SessionOptions,
+    ) -> Result<Session, SessionError> {
+        match self {
+            Connection::Ssh(ssh) => Session::open_ssh(ssh, options).await,
+            Connection::Wsman(wsman) => {
+                let mut wsman = wsman.clone();
+                wsman.shell_id = shell_id;
+                Session::open_wsman(&wsman, options).await
+            }
+        }
+    }
 }
 
 /// What a worker needs to open its session.
 #[derive(Clone, Debug)]
 pub struct SessionTarget {
-    pub ssh: SshConfig,
+    pub connection: Connection,
     pub options: SessionOptions,
     pub idle_timeout: Option<Duration>,
     pub max_retries: u32,

@@ -20,7 +20,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
-    CloseOutcome, JobRequest, JobRun, ObjectKey, Observer, SessionTarget, StartError, Transition,
+    CloseOutcome, Connection, JobRequest, JobRun, ObjectKey, Observer, SessionTarget, StartError, Transition,
     backoff::{self, BROKEN_RETRY_CAP},
     job, lock,
 };
@@ -42,6 +42,10 @@ pub struct WorkerState {
     /// Failed opens since the session was last open.
     pub attempts: u32,
     pub instance_id: Option<String>,
+    /// The WS-Management shell and client session (what a later Connect needs), published
+    /// before the open so that a crash during it leaves them on record.
+    pub shell_id: Option<String>,
+    pub wsman_session_id: Option<String>,
     pub protocol_version: Option<String>,
     pub opened_at: Option<Timestamp>,
     pub last_activity: Option<Timestamp>,
@@ -60,6 +64,8 @@ impl WorkerState {
             message: "opening the session".into(),
             attempts: 0,
             instance_id: None,
+            shell_id: None,
+            wsman_session_id: None,
             protocol_version: None,
             opened_at: None,
             last_activity: None,
@@ -190,29 +196,50 @@ impl Worker {
                     };
                     if attempt == 0 {
                         s.reason = Reason::Opening;
-                        s.message = format!("opening a session to {}", self.target.ssh.address());
+                        s.message = format!("opening a session to {}", self.target.connection.address());
                     }
                 }
                 s.availability = Availability::None;
                 s.idle_expires_at = None;
                 s.current_job = None;
             });
+            // A WSMan shell's id is chosen here and on record before the Create goes out.
+            let shell_id = match &self.target.connection {
+                Connection::Wsman(wsman) => {
+                    let shell_id = uuid::Uuid::new_v4();
+                    let session_id = wsman.session_id.map(|id| id.to_string());
+                    self.publish(|s| {
+                        s.shell_id = Some(shell_id.to_string());
+                        s.wsman_session_id = session_id;
+                    });
+                    Some(shell_id)
+                }
+                Connection::Ssh(_) => None,
+            };
             let started = Instant::now();
-            let (ssh, options) = (self.target.ssh.clone(), self.target.options.clone());
-            let open = async move { Session::open_ssh(&ssh, options).await };
+            let (connection, options) = (self.target.connection.clone(), self.target.options.clone());
+            let open = async move { connection.open(shell_id, options).await };
             let result = match self.while_down(open).await {
                 Ok(result) => result,
                 Err(stop) => return Next::Stop(stop),
             };
             match result {
                 Ok(session) => {
-                    self.observer.session_opened("Opened", started.elapsed());
+                    self.observer.session_opened(
+                        self.target.connection.transport(),
+                        "Opened",
+                        started.elapsed(),
+                    );
                     self.opened(session);
                     return Next::Serve;
                 }
                 Err(error) => {
                     let reason = Reason::of_session_error(&error);
-                    self.observer.session_opened(reason.as_str(), started.elapsed());
+                    self.observer.session_opened(
+                        self.target.connection.transport(),
+                        reason.as_str(),
+                        started.elapsed(),
+                    );
                     attempt += 1;
                     let now_broken = reason.is_permanent() || attempt > self.target.max_retries;
                     let wait = if reason.is_permanent() {
@@ -317,6 +344,10 @@ impl Worker {
             None => self.event(Reason::Opened, false, format!("opened runspace {instance}")),
         }
         let protocol_version = session.protocol_version();
+        let (shell_id, wsman_session_id) = (
+            session.shell_id().map(|id| id.to_string()),
+            session.wsman_session_id().map(|id| id.to_string()),
+        );
         self.session = Some(Arc::new(session));
         self.publish(|s| {
             s.state = RunspaceState::Opened;
@@ -330,6 +361,10 @@ impl Worker {
             };
             s.attempts = 0;
             s.instance_id = Some(instance.clone());
+            if shell_id.is_some() {
+                s.shell_id = shell_id;
+                s.wsman_session_id = wsman_session_id;
+            }
             s.protocol_version = protocol_version;
             s.opened_at = Some(now);
             s.last_activity = Some(now);
