@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     api::{
-        Availability, JobState, PSJob, PSSession, PSSessionStatus, RunspaceState, Transport,
+        Availability, DesiredState, JobState, PSJob, PSSession, PSSessionStatus, RunspaceState, Transport,
         conditions::{self, Conditions, Status},
     },
     credentials::{self, CredentialsError},
@@ -201,6 +201,15 @@ async fn build_target(
             }
         }
     };
+    // Said plainly rather than ignored: a connected session is not what these ask for.
+    if spec.desired_state == DesiredState::Disconnected || spec.attach.is_some() {
+        return Err(Blocker {
+            reason: Reason::Unsupported,
+            message: "desiredState: Disconnected and attach are not supported by this version of the \
+                      operator yet; remove them to open a connected session"
+                .into(),
+        });
+    }
     let credentials = fetch(spec.credentials_secret_ref.name.clone()).await?;
     let options = credentials::session_options(&spec);
     let idle_timeout = spec.idle_timeout.map(Duration::from);
