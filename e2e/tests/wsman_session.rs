@@ -738,3 +738,80 @@ async fn an_unanswered_command_is_an_operation_timeout() {
     assert_eq!(status.state, RunspacePoolState::Broken);
     assert_eq!(status.error.map(|e| e.reason()), Some("OperationTimeout"));
 }
+
+/// OutputBufferingMode: with Drop, a disconnected shell whose buffer fills discards the oldest
+/// output and its job runs to the end (a new client gets the newest lines and the final state);
+/// with Block (the other tests) nothing is lost.
+#[tokio::test]
+async fn drop_mode_discards_the_oldest_output_of_a_disconnected_shell() {
+    let peer = WsmanPeer::start(&["--wsman-buffer-bytes=4096"]).expect("peer");
+    let mut config = ntlm(&peer);
+    config.buffer_mode = BufferMode::Drop;
+    let first = open(&config).await;
+    let shell_id = first.instance_id();
+    let mut handle = start(
+        &first,
+        "1..400 | ForEach-Object { Start-Sleep -Milliseconds 5; \"line $_ of the job, long enough to fill a buffer\" }",
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        let batch = bounded("batch", handle.next_batch()).await.expect("events");
+        seen.extend(texts(
+            &batch
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    PipelineEvent::Output(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ));
+        batch.acknowledge();
+    }
+    bounded(
+        "disconnect",
+        first.disconnect(Duration::from_secs(120), BufferMode::Drop),
+    )
+    .await
+    .expect("disconnect");
+    loop {
+        match bounded("event", handle.next_event()).await {
+            Some(PipelineEvent::State {
+                state: PipelineState::Disconnected,
+                ..
+            }) => break,
+            Some(event) if event.is_last() => panic!("ended instead: {event:?}"),
+            Some(_) => {}
+            None => panic!("no Disconnected state"),
+        }
+    }
+    drop(handle);
+    drop(first);
+    // The job runs to its end meanwhile (400 x 5 ms), dropping what the buffer cannot hold.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (second, adopted) = bounded("connect", Session::connect_wsman(&config, shell_id, options()))
+        .await
+        .expect("connect");
+    assert_eq!(adopted.len(), 1);
+    let outcome = bounded("collect", adopted.into_iter().next().expect("job").collect())
+        .await
+        .expect("ends");
+    assert_eq!(
+        outcome.state,
+        PipelineState::Completed,
+        "the final state is never dropped"
+    );
+    let received = texts(&outcome.output);
+    assert!(
+        received.len() < 300,
+        "Drop discarded output: {} lines came",
+        received.len()
+    );
+    assert_eq!(
+        received.last().map(String::as_str),
+        Some("line 400 of the job, long enough to fill a buffer"),
+        "the newest output is kept"
+    );
+    bounded("close", second.close()).await.expect("close");
+}
