@@ -815,3 +815,83 @@ async fn drop_mode_discards_the_oldest_output_of_a_disconnected_shell() {
     );
     bounded("close", second.close()).await.expect("close");
 }
+
+/// Output numbers of a batch.
+fn batch_numbers(events: &[PipelineEvent]) -> Vec<i64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::Output(v) => Some(numbers(std::slice::from_ref(v))[0]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A crash between receiving a batch and saving it: the next process resumes with the OperationID
+/// saved with the previous batch, its first Receive is a retransmission of the lost one, and the
+/// peer's robust-connection cache hands that output out again: every number once, in order.
+#[tokio::test]
+async fn a_crash_before_saving_a_batch_is_resumed_from_the_servers_cache() {
+    let peer = WsmanPeer::start(&["--wsman-auto-disconnect=1"]).expect("peer");
+    let config = ntlm(&peer);
+    let first = open(&config).await;
+    let shell_id = first.instance_id();
+    let mut handle = start(
+        &first,
+        "1..30 | ForEach-Object { Start-Sleep -Milliseconds 100; $_ }",
+    )
+    .await;
+    let pipeline = handle.id();
+    // Saved: a first batch, with the OperationID of the Receive after it.
+    let batch = bounded("batch", handle.next_batch()).await.expect("events");
+    let mut saved = batch_numbers(&batch.events);
+    let resume_with = batch
+        .next_receive_operation()
+        .expect("WSMan batches name the next Receive");
+    batch.acknowledge();
+    // Received, not saved: the process dies here (no Disconnect, no Delete).
+    let lost = bounded("batch", handle.next_batch()).await.expect("events");
+    let lost_numbers = batch_numbers(&lost.events);
+    assert!(!lost_numbers.is_empty());
+    std::mem::forget(lost);
+    std::mem::forget(handle);
+    drop(first);
+
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let shells = bounded("list", list_shells(&config, STEP)).await.expect("list");
+        if shells
+            .iter()
+            .any(|s| s.shell_id == shell_id && s.state == Some(ShellState::Disconnected))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not disconnected: {shells:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (second, mut adopted) = bounded(
+        "connect",
+        Session::connect_wsman_resuming(&config, shell_id, options(), &[(pipeline, resume_with)]),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(adopted.len(), 1);
+    let mut job = adopted.remove(0);
+    let first_again = bounded("batch", job.next_batch()).await.expect("events");
+    assert_eq!(
+        batch_numbers(&first_again.events),
+        lost_numbers,
+        "the unsaved batch comes again"
+    );
+    saved.extend(batch_numbers(&first_again.events));
+    first_again.acknowledge();
+    let rest = bounded("collect", job.collect()).await.expect("ends");
+    assert_eq!(rest.state, PipelineState::Completed);
+    saved.extend(numbers(&rest.output));
+    assert_eq!(saved, (1..=30).collect::<Vec<_>>(), "every number once, in order");
+    assert!(peer.log().contains("fetched again"));
+    bounded("close", second.close()).await.expect("close");
+}

@@ -107,6 +107,10 @@ struct Pipe {
     receive: Loop,
     /// Receives of this pipeline so far (the `rsp:Receive/@SequenceId` of the next).
     receives: u64,
+    /// The OperationID of the next Receive (handed to the consumer with each batch).
+    next_operation: Uuid,
+    /// The next Receive retransmits `next_operation`: one an earlier process sent.
+    resume: bool,
     /// Checkpoints handed to the handle and not yet acknowledged: the next Receive waits for 0.
     unacknowledged: u64,
     /// Events delivered since the last checkpoint.
@@ -142,6 +146,8 @@ impl Pipe {
             commanded: false,
             receive: Loop::Finished,
             receives: 0,
+            next_operation: Uuid::new_v4(),
+            resume: false,
             unacknowledged: 0,
             delivered: false,
             ended: false,
@@ -173,6 +179,7 @@ impl Pipe {
         let receipt = Receipt {
             pipeline: self.id,
             acks: acks.clone(),
+            next_operation: self.next_operation,
         };
         if self.events.send(Delivery::Checkpoint(receipt)).is_ok() {
             self.unacknowledged += 1;
@@ -240,7 +247,7 @@ impl Actor {
         weak_requests: mpsc::WeakSender<Request>,
         status: watch::Sender<SessionStatus>,
         opened: OpenReply,
-        adopt: &[Uuid],
+        adopt: &[(Uuid, Option<Uuid>)],
     ) -> Self {
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let command_capacity = exchange
@@ -280,8 +287,12 @@ impl Actor {
             command_capacity,
             send_capacity,
         };
-        for &id in adopt {
-            let (pipe, handle) = Pipe::new(id, Phase::Adopted, actor.weak_requests.clone());
+        for &(id, resume) in adopt {
+            let (mut pipe, handle) = Pipe::new(id, Phase::Adopted, actor.weak_requests.clone());
+            if let Some(operation) = resume {
+                pipe.next_operation = operation;
+                pipe.resume = true;
+            }
             actor.pipes.push(pipe);
             actor.adopted.push(handle);
         }
@@ -967,7 +978,7 @@ impl Actor {
             self.pool_receive = Loop::InFlight;
             let sequence = self.pool_receives;
             self.pool_receives += 1;
-            self.spawn_receive(None, sequence);
+            self.spawn_receive(None, sequence, Uuid::new_v4(), false);
         }
         if receiving {
             for index in 0..self.pipes.len() {
@@ -976,7 +987,9 @@ impl Actor {
                     pipe.receive = Loop::InFlight;
                     let (id, sequence) = (pipe.id, pipe.receives);
                     pipe.receives += 1;
-                    self.spawn_receive(Some(id), sequence);
+                    let (operation, again) = (pipe.next_operation, std::mem::take(&mut pipe.resume));
+                    pipe.next_operation = Uuid::new_v4();
+                    self.spawn_receive(Some(id), sequence, operation, again);
                 }
             }
         }
@@ -1005,11 +1018,13 @@ impl Actor {
         });
     }
 
-    fn spawn_receive(&mut self, pipeline: Option<Uuid>, sequence: u64) {
+    fn spawn_receive(&mut self, pipeline: Option<Uuid>, sequence: u64, operation: Uuid, again: bool) {
         let exchange = self.exchange.clone();
         let shell_id = self.shell_id;
         self.ops.spawn(async move {
-            let result = exchange.receive(shell_id, pipeline, sequence).await;
+            let result = exchange
+                .receive(shell_id, pipeline, sequence, operation, again)
+                .await;
             let op = match pipeline {
                 Some(id) => Op::Receive(id),
                 None => Op::PoolReceive,
