@@ -895,3 +895,28 @@ async fn a_crash_before_saving_a_batch_is_resumed_from_the_servers_cache() {
     assert!(peer.log().contains("fetched again"));
     bounded("close", second.close()).await.expect("close");
 }
+
+/// Remove-PSSession of a disconnected session: close deletes the shell on the server too; a
+/// reconnect of a connected session is refused without touching it.
+#[tokio::test]
+async fn close_deletes_a_disconnected_shell() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let config = ntlm(&peer);
+    let session = open(&config).await;
+    let error = bounded("reconnect", session.reconnect())
+        .await
+        .expect_err("connected already");
+    assert_eq!(error.reason(), "InvalidState");
+    bounded(
+        "disconnect",
+        session.disconnect(Duration::from_secs(60), BufferMode::Drop),
+    )
+    .await
+    .expect("disconnect");
+    let status = session.status().borrow().clone();
+    assert_eq!(status.state, RunspacePoolState::Disconnected);
+    assert_eq!(status.availability, Availability::None);
+    bounded("close", session.close()).await.expect("close");
+    let shells = bounded("list", list_shells(&config, STEP)).await.expect("list");
+    assert!(shells.is_empty(), "{shells:?}");
+}
