@@ -950,6 +950,10 @@ impl Actor {
         if self.failed.is_some() || self.end {
             return;
         }
+        // The select watches one handle; any other dropped one is seen here, at the next wake.
+        if self.pipes.len() > 1 {
+            self.on_handles_gone();
+        }
         while let Some(outbound) = self.pool.take_outbound() {
             self.route(outbound);
         }
