@@ -738,3 +738,185 @@ async fn an_unanswered_command_is_an_operation_timeout() {
     assert_eq!(status.state, RunspacePoolState::Broken);
     assert_eq!(status.error.map(|e| e.reason()), Some("OperationTimeout"));
 }
+
+/// OutputBufferingMode: with Drop, a disconnected shell whose buffer fills discards the oldest
+/// output and its job runs to the end (a new client gets the newest lines and the final state);
+/// with Block (the other tests) nothing is lost.
+#[tokio::test]
+async fn drop_mode_discards_the_oldest_output_of_a_disconnected_shell() {
+    let peer = WsmanPeer::start(&["--wsman-buffer-bytes=4096"]).expect("peer");
+    let mut config = ntlm(&peer);
+    config.buffer_mode = BufferMode::Drop;
+    let first = open(&config).await;
+    let shell_id = first.instance_id();
+    let mut handle = start(
+        &first,
+        "1..400 | ForEach-Object { Start-Sleep -Milliseconds 5; \"line $_ of the job, long enough to fill a buffer\" }",
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        let batch = bounded("batch", handle.next_batch()).await.expect("events");
+        seen.extend(texts(
+            &batch
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    PipelineEvent::Output(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ));
+        batch.acknowledge();
+    }
+    bounded(
+        "disconnect",
+        first.disconnect(Duration::from_secs(120), BufferMode::Drop),
+    )
+    .await
+    .expect("disconnect");
+    loop {
+        match bounded("event", handle.next_event()).await {
+            Some(PipelineEvent::State {
+                state: PipelineState::Disconnected,
+                ..
+            }) => break,
+            Some(event) if event.is_last() => panic!("ended instead: {event:?}"),
+            Some(_) => {}
+            None => panic!("no Disconnected state"),
+        }
+    }
+    drop(handle);
+    drop(first);
+    // The job runs to its end meanwhile (400 x 5 ms), dropping what the buffer cannot hold.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (second, adopted) = bounded("connect", Session::connect_wsman(&config, shell_id, options()))
+        .await
+        .expect("connect");
+    assert_eq!(adopted.len(), 1);
+    let outcome = bounded("collect", adopted.into_iter().next().expect("job").collect())
+        .await
+        .expect("ends");
+    assert_eq!(
+        outcome.state,
+        PipelineState::Completed,
+        "the final state is never dropped"
+    );
+    let received = texts(&outcome.output);
+    assert!(
+        received.len() < 300,
+        "Drop discarded output: {} lines came",
+        received.len()
+    );
+    assert_eq!(
+        received.last().map(String::as_str),
+        Some("line 400 of the job, long enough to fill a buffer"),
+        "the newest output is kept"
+    );
+    bounded("close", second.close()).await.expect("close");
+}
+
+/// Output numbers of a batch.
+fn batch_numbers(events: &[PipelineEvent]) -> Vec<i64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::Output(v) => Some(numbers(std::slice::from_ref(v))[0]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A crash between receiving a batch and saving it: the next process resumes with the OperationID
+/// saved with the previous batch, its first Receive is a retransmission of the lost one, and the
+/// peer's robust-connection cache hands that output out again: every number once, in order.
+#[tokio::test]
+async fn a_crash_before_saving_a_batch_is_resumed_from_the_servers_cache() {
+    let peer = WsmanPeer::start(&["--wsman-auto-disconnect=1"]).expect("peer");
+    let config = ntlm(&peer);
+    let first = open(&config).await;
+    let shell_id = first.instance_id();
+    let mut handle = start(
+        &first,
+        "1..30 | ForEach-Object { Start-Sleep -Milliseconds 100; $_ }",
+    )
+    .await;
+    let pipeline = handle.id();
+    // Saved: a first batch, with the OperationID of the Receive after it.
+    let batch = bounded("batch", handle.next_batch()).await.expect("events");
+    let mut saved = batch_numbers(&batch.events);
+    let resume_with = batch
+        .next_receive_operation()
+        .expect("WSMan batches name the next Receive");
+    batch.acknowledge();
+    // Received, not saved: the process dies here (no Disconnect, no Delete).
+    let lost = bounded("batch", handle.next_batch()).await.expect("events");
+    let lost_numbers = batch_numbers(&lost.events);
+    assert!(!lost_numbers.is_empty());
+    std::mem::forget(lost);
+    std::mem::forget(handle);
+    drop(first);
+
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let shells = bounded("list", list_shells(&config, STEP)).await.expect("list");
+        if shells
+            .iter()
+            .any(|s| s.shell_id == shell_id && s.state == Some(ShellState::Disconnected))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not disconnected: {shells:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (second, mut adopted) = bounded(
+        "connect",
+        Session::connect_wsman_resuming(&config, shell_id, options(), &[(pipeline, resume_with)]),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(adopted.len(), 1);
+    let mut job = adopted.remove(0);
+    let first_again = bounded("batch", job.next_batch()).await.expect("events");
+    assert_eq!(
+        batch_numbers(&first_again.events),
+        lost_numbers,
+        "the unsaved batch comes again"
+    );
+    saved.extend(batch_numbers(&first_again.events));
+    first_again.acknowledge();
+    let rest = bounded("collect", job.collect()).await.expect("ends");
+    assert_eq!(rest.state, PipelineState::Completed);
+    saved.extend(numbers(&rest.output));
+    assert_eq!(saved, (1..=30).collect::<Vec<_>>(), "every number once, in order");
+    assert!(peer.log().contains("fetched again"));
+    bounded("close", second.close()).await.expect("close");
+}
+
+/// Remove-PSSession of a disconnected session: close deletes the shell on the server too; a
+/// reconnect of a connected session is refused without touching it.
+#[tokio::test]
+async fn close_deletes_a_disconnected_shell() {
+    let peer = WsmanPeer::start(&[]).expect("peer");
+    let config = ntlm(&peer);
+    let session = open(&config).await;
+    let error = bounded("reconnect", session.reconnect())
+        .await
+        .expect_err("connected already");
+    assert_eq!(error.reason(), "InvalidState");
+    bounded(
+        "disconnect",
+        session.disconnect(Duration::from_secs(60), BufferMode::Drop),
+    )
+    .await
+    .expect("disconnect");
+    let status = session.status().borrow().clone();
+    assert_eq!(status.state, RunspacePoolState::Disconnected);
+    assert_eq!(status.availability, Availability::None);
+    bounded("close", session.close()).await.expect("close");
+    let shells = bounded("list", list_shells(&config, STEP)).await.expect("list");
+    assert!(shells.is_empty(), "{shells:?}");
+}

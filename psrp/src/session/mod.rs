@@ -657,6 +657,8 @@ pub(crate) enum Delivery {
 pub(crate) struct Receipt {
     pipeline: Uuid,
     acks: mpsc::UnboundedSender<Uuid>,
+    /// The OperationID the pipeline's next Receive will carry.
+    next_operation: Uuid,
 }
 
 impl Receipt {
@@ -689,6 +691,15 @@ impl EventBatch {
     /// batch is just the events queued at the time: there is nothing to acknowledge.
     pub fn needs_acknowledgement(&self) -> bool {
         self.receipt.is_some()
+    }
+
+    /// WS-Management: the `wsmv:OperationID` the pipeline's next Receive will carry. Save it with
+    /// the batch: if the process dies after that Receive went out and before its events were
+    /// saved, a new process passes it to [`Session::connect_wsman_resuming`], whose first Receive
+    /// of the pipeline is then a retransmission of it, and a server that kept the response
+    /// (robust connections, MS-WSMV 3.1.4.1.39) hands that output out again.
+    pub fn next_receive_operation(&self) -> Option<Uuid> {
+        self.receipt.as_ref().map(|r| r.next_operation)
     }
 }
 

@@ -85,14 +85,21 @@ impl Exchange {
     /// answer does not come, and the server has shown it keeps responses, the same request goes
     /// again as a retransmission: the server answers with the response it kept (the output it took
     /// for the lost one), not with new output, so nothing handed out is lost or doubled.
+    ///
+    /// `operation` is the OperationID to use; with `again`, the first request is already a
+    /// retransmission: a new process asking for the response of a Receive an earlier one sent
+    /// (the server answers it from its cache if it still has it, else runs it as a new Receive).
     pub async fn receive(
         &self,
         shell_id: Uuid,
         command: Option<Uuid>,
         sequence: u64,
+        operation: Uuid,
+        again: bool,
     ) -> Result<Response<ReceiveResponse>, WsmanFailure> {
         let mut envelope = self.client.receive_numbered(shell_id, command, sequence);
-        envelope.operation_id = Some(OperationId::new(Uuid::new_v4()));
+        let operation = OperationId::new(operation);
+        envelope.operation_id = Some(if again { operation.retransmit() } else { operation });
         let bound = self.client.operation_timeout + self.operation_timeout;
         let mut given_up_at: Option<Instant> = None;
         loop {

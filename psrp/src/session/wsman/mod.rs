@@ -57,10 +57,14 @@
 //!   more is fetched from the server while a batch is unsaved, so a crash puts at most the batch in
 //!   hand at risk: everything after it stays with the server (the shell keeps running, its output
 //!   buffered per BufferMode), and the next process connects ([`Session::connect_wsman`]) and
-//!   receives it, complete and in order. The batch in hand itself the server has handed out; what
-//!   would fetch it again is the robust-connection cache (below), which this client uses for lost
-//!   connections but not yet across processes (that needs the OperationID of the pending Receive
-//!   saved with the previous batch, and a connect that retransmits it first).
+//!   receives it, complete and in order. The batch in hand itself the server has handed out; the
+//!   robust-connection cache (below) closes that gap where the server keeps responses: each batch
+//!   names the OperationID of the pipeline's next Receive
+//!   ([`EventBatch::next_receive_operation`](super::EventBatch::next_receive_operation)); saved
+//!   with the batch, it lets the next process [`Session::connect_wsman_resuming`] with a first
+//!   Receive that retransmits the lost one, and the server hands its output out again. (The first
+//!   Receive of a pipeline goes right after its Command, before any batch could name it: a crash
+//!   before the first batch is saved is not covered.)
 //! - [`PipelineHandle::next_event`] acknowledges a response's events when the last of them has been
 //!   taken (and it is called again): the Receive rate follows the consumer.
 //! - Every Receive is a robust operation (MS-WSMV 3.1.4.1.39, a fresh `wsmv:OperationID`): when the
@@ -85,6 +89,8 @@
 //!   `connectResponseXml` into the pool, Receive until Opened; then per pipeline left running a
 //!   Connect of the command and its Receive loop (Receive-PSSession): its buffered output arrives
 //!   complete, in order, once. Returns the session and those pipelines' handles.
+//!   [`Session::connect_wsman_resuming`] does the same after a crash, first fetching again the
+//!   responses the dead process received but did not save (above).
 //! - [`list_shells`] lists the user's PowerShell shells on a host (Get-PSSession -ComputerName);
 //!   [`delete_shell`] removes one by id (orphan cleanup).
 //!
@@ -269,6 +275,22 @@ impl Session {
         shell_id: Uuid,
         options: SessionOptions,
     ) -> Result<(Session, Vec<PipelineHandle>), SessionError> {
+        Self::connect_wsman_resuming(config, shell_id, options, &[]).await
+    }
+
+    /// [`Self::connect_wsman`] for a process taking over from one that died: `resume` names, per
+    /// pipeline, the OperationID its last saved batch gave for the next Receive
+    /// ([`EventBatch::next_receive_operation`](super::EventBatch::next_receive_operation)). That
+    /// pipeline's first Receive retransmits it: if the dead process had sent it and the server kept
+    /// its response (robust connections), the output the dead process received but did not save
+    /// comes again; if not, it is an ordinary Receive. Nothing comes twice: a saved batch's Receive
+    /// is never the one named.
+    pub async fn connect_wsman_resuming(
+        config: &WsmanSessionConfig,
+        shell_id: Uuid,
+        options: SessionOptions,
+        resume: &[(Uuid, Uuid)],
+    ) -> Result<(Session, Vec<PipelineHandle>), SessionError> {
         let deadline = Instant::now() + options.open_timeout;
         let exchange = config.exchange(options.operation_timeout)?;
         let bounded = async {
@@ -297,8 +319,14 @@ impl Session {
             Ok(result) => result?,
             Err(_) => return Err(SessionError::OpenTimeout(options.open_timeout)),
         };
-        let ids: Vec<Uuid> = commands.iter().map(|c| c.command_id).collect();
-        Self::start_wsman(exchange, pool, shell_id, options, deadline, &ids).await
+        let adopt: Vec<(Uuid, Option<Uuid>)> = commands
+            .iter()
+            .map(|c| {
+                let operation = resume.iter().find(|(p, _)| *p == c.command_id).map(|(_, o)| *o);
+                (c.command_id, operation)
+            })
+            .collect();
+        Self::start_wsman(exchange, pool, shell_id, options, deadline, &adopt).await
     }
 
     async fn start_wsman(
@@ -307,7 +335,7 @@ impl Session {
         shell_id: Uuid,
         options: SessionOptions,
         deadline: Instant,
-        adopt: &[Uuid],
+        adopt: &[(Uuid, Option<Uuid>)],
     ) -> Result<(Session, Vec<PipelineHandle>), SessionError> {
         let instance_id = pool.id();
         let (requests, requests_rx) = mpsc::channel(16);

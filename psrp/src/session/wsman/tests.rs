@@ -30,6 +30,7 @@ impl Task {
         let receipt = Receipt {
             pipeline: self.id,
             acks: self.acks.clone(),
+            next_operation: Uuid::nil(),
         };
         self.events
             .send(Delivery::Checkpoint(receipt))
@@ -85,7 +86,11 @@ async fn a_batch_is_what_lies_between_checkpoints_even_when_it_arrives_in_pieces
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = events.send(Delivery::Event(PipelineEvent::Output(PsValue::I32(2))));
-        let _ = events.send(Delivery::Checkpoint(Receipt { pipeline: id, acks }));
+        let _ = events.send(Delivery::Checkpoint(Receipt {
+            pipeline: id,
+            acks,
+            next_operation: Uuid::nil(),
+        }));
     });
     let batch = handle.next_batch().await.expect("a batch");
     late.await.expect("sender");

@@ -3,6 +3,9 @@
 //! handles' requests. Every request to the server is its own task (the HTTP transport carries
 //! several at once over its pooled connections); their answers come back to one `select!` loop, so
 //! the pool is only ever touched here.
+//!
+//! Beside this file: [`pipe`] (one pipeline's state), [`outgoing`] (what is sent when),
+//! [`receive`] (what a Receive brought), [`disconnect`] (Disconnect and Reconnect).
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
@@ -14,20 +17,26 @@ use tokio::{
 };
 use uuid::Uuid;
 
+mod disconnect;
+mod outgoing;
+mod pipe;
+mod receive;
+
+use self::pipe::{Loop, Phase, Pipe, StopSignal};
 use super::{error::WsmanFailure, exchange::Exchange};
 use crate::{
     fragment::HEADER_LEN,
     messages::CreatePipeline,
-    pool::{Event, Outbound, RunspacePool},
+    pool::{Event, RunspacePool},
     session::{
-        Delivery, Flow, PipelineEvent, PipelineHandle, Receipt, SessionError, SessionOptions, SessionStatus,
+        Delivery, PipelineEvent, PipelineHandle, SessionError, SessionOptions, SessionStatus,
         actor::{Request, whole_fragment_packets},
         error_record,
     },
     state::{Availability, RunspacePoolState},
     wsman::{
-        BufferMode, CommandStateKind, ReceiveResponse, Response, SendStream, Signal, namespaces::action,
-        parse_command_response, parse_connect_response, parse_empty_response,
+        BufferMode, ReceiveResponse, Response, Signal, namespaces::action, parse_command_response,
+        parse_connect_response, parse_empty_response,
     },
 };
 
@@ -59,133 +68,6 @@ enum Op {
 enum Answer {
     Receive(Result<Response<ReceiveResponse>, WsmanFailure>),
     Done(Result<(), WsmanFailure>),
-}
-
-/// Where a receive loop (the pool's, or a pipeline's) is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Loop {
-    /// The next Receive may go (for a pipeline: once its events are acknowledged).
-    Ready,
-    InFlight,
-    /// The shell is disconnected: nothing is asked until a Reconnect.
-    Paused,
-    /// The command is Done (or the pool closing): no more Receives.
-    Finished,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Command (and the Sends of the rest of CREATE_PIPELINE) under way.
-    Creating,
-    /// Taken over from an earlier client: its per-command Connect goes once the pool is Opened.
-    Adopted,
-    Connecting,
-    Running,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopSignal {
-    None,
-    Wanted,
-    Sent,
-}
-
-struct Pipe {
-    id: Uuid,
-    phase: Phase,
-    reply: Option<oneshot::Sender<Result<PipelineHandle, SessionError>>>,
-    handle: Option<PipelineHandle>,
-    events: mpsc::UnboundedSender<Delivery>,
-    flow: Arc<Flow>,
-    handle_gone: bool,
-    /// Fragments still to Send (the rest of CREATE_PIPELINE, input, host call answers), with
-    /// their stream (`stdin`, `pr`); one Send in flight at a time keeps them in order.
-    sends: VecDeque<(&'static str, Bytes)>,
-    send_in_flight: bool,
-    /// The Command was answered (its Sends may go).
-    commanded: bool,
-    receive: Loop,
-    /// Receives of this pipeline so far (the `rsp:Receive/@SequenceId` of the next).
-    receives: u64,
-    /// Checkpoints handed to the handle and not yet acknowledged: the next Receive waits for 0.
-    unacknowledged: u64,
-    /// Events delivered since the last checkpoint.
-    delivered: bool,
-    ended: bool,
-    signal: StopSignal,
-    stop_waiters: Vec<Reply>,
-    stop_deadline: Option<Instant>,
-}
-
-impl Pipe {
-    fn new(id: Uuid, phase: Phase, weak_requests: mpsc::WeakSender<Request>) -> (Pipe, PipelineHandle) {
-        let (events, events_rx) = mpsc::unbounded_channel();
-        let flow = Arc::new(Flow::default());
-        let handle = PipelineHandle {
-            id,
-            events: events_rx,
-            flow: Arc::clone(&flow),
-            requests: weak_requests,
-            finished: false,
-            checkpoints: true,
-        };
-        let pipe = Pipe {
-            id,
-            phase,
-            reply: None,
-            handle: None,
-            events,
-            flow,
-            handle_gone: false,
-            sends: VecDeque::new(),
-            send_in_flight: false,
-            commanded: false,
-            receive: Loop::Finished,
-            receives: 0,
-            unacknowledged: 0,
-            delivered: false,
-            ended: false,
-            signal: StopSignal::None,
-            stop_waiters: Vec::new(),
-            stop_deadline: None,
-        };
-        (pipe, handle)
-    }
-
-    fn send(&mut self, event: PipelineEvent) {
-        if self.handle_gone {
-            return;
-        }
-        self.flow.queued.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if self.events.send(Delivery::Event(event)).is_err() {
-            self.flow.queued.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            self.handle_gone = true;
-        } else {
-            self.delivered = true;
-        }
-    }
-
-    /// Closes the run of events delivered so far with a checkpoint.
-    fn checkpoint(&mut self, acks: &mpsc::UnboundedSender<Uuid>) {
-        if !std::mem::take(&mut self.delivered) || self.handle_gone {
-            return;
-        }
-        let receipt = Receipt {
-            pipeline: self.id,
-            acks: acks.clone(),
-        };
-        if self.events.send(Delivery::Checkpoint(receipt)).is_ok() {
-            self.unacknowledged += 1;
-        }
-    }
-
-    /// The next Receive may go: the loop is ready and everything delivered is acknowledged, or
-    /// nobody listens any more, or a stop waits for the final state (which would otherwise wait
-    /// for a consumer that is waiting for the stop).
-    fn may_receive(&self) -> bool {
-        self.receive == Loop::Ready
-            && (self.unacknowledged == 0 || self.handle_gone || self.signal == StopSignal::Sent)
-    }
 }
 
 pub(super) struct Actor {
@@ -240,7 +122,7 @@ impl Actor {
         weak_requests: mpsc::WeakSender<Request>,
         status: watch::Sender<SessionStatus>,
         opened: OpenReply,
-        adopt: &[Uuid],
+        adopt: &[(Uuid, Option<Uuid>)],
     ) -> Self {
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let command_capacity = exchange
@@ -280,8 +162,12 @@ impl Actor {
             command_capacity,
             send_capacity,
         };
-        for &id in adopt {
-            let (pipe, handle) = Pipe::new(id, Phase::Adopted, actor.weak_requests.clone());
+        for &(id, resume) in adopt {
+            let (mut pipe, handle) = Pipe::new(id, Phase::Adopted, actor.weak_requests.clone());
+            if let Some(operation) = resume {
+                pipe.next_operation = operation;
+                pipe.resume = true;
+            }
             actor.pipes.push(pipe);
             actor.adopted.push(handle);
         }
@@ -407,56 +293,6 @@ impl Actor {
         self.pool.closed(false);
         while self.pool.next_event().is_some() {}
         self.end = true;
-    }
-
-    fn disconnect(&mut self, idle_timeout: Duration, buffer_mode: BufferMode, reply: Reply) {
-        if let Some(error) = self.refusal() {
-            let _ = reply.send(Err(error));
-            return;
-        }
-        if idle_timeout < Duration::from_secs(60) {
-            let _ = reply.send(Err(SessionError::Wsman(WsmanFailure::IdleTimeoutTooShort(
-                idle_timeout,
-            ))));
-            return;
-        }
-        let state = self.pool.state();
-        if state != RunspacePoolState::Opened || self.disconnecting.is_some() || self.reconnecting.is_some() {
-            let _ = reply.send(Err(SessionError::InvalidState {
-                state,
-                action: "a disconnect",
-            }));
-            return;
-        }
-        // A pipeline being created, or with data on its way, finishes that first (MS-PSRP 3.1.4.9:
-        // wait for outstanding Sends); the Disconnect then goes from `pump`.
-        self.disconnecting = Some(reply);
-        self.pending_disconnect = Some((idle_timeout, buffer_mode));
-    }
-
-    fn reconnect(&mut self, reply: Reply) {
-        if let Some(error) = self.refusal() {
-            let _ = reply.send(Err(error));
-            return;
-        }
-        let state = self.pool.state();
-        if state != RunspacePoolState::Disconnected || self.reconnecting.is_some() {
-            let _ = reply.send(Err(SessionError::InvalidState {
-                state,
-                action: "a reconnect",
-            }));
-            return;
-        }
-        self.reconnecting = Some(reply);
-        let exchange = self.exchange.clone();
-        let envelope = exchange.client.reconnect(self.shell_id);
-        self.ops.spawn(async move {
-            let result = exchange
-                .call(&envelope, |b| parse_empty_response(b, action::RECONNECT_RESPONSE))
-                .await
-                .map(|_| ());
-            (Op::Reconnect, Answer::Done(result))
-        });
     }
 
     // ---- pipelines ------------------------------------------------------------------------------
@@ -768,78 +604,6 @@ impl Actor {
         }
     }
 
-    fn received(&mut self, pipeline: Option<Uuid>, response: ReceiveResponse) {
-        for stream in &response.streams {
-            if stream.data.is_empty() {
-                continue;
-            }
-            if let Err(error) = self.pool.receive(&stream.data) {
-                return self.fail(error.into());
-            }
-        }
-        self.drain_events();
-        self.checkpoints();
-        let Some(id) = pipeline else { return };
-        let done = response
-            .command_state
-            .as_ref()
-            .is_some_and(|s| s.state == CommandStateKind::Done && s.command_id.is_none_or(|c| c == id));
-        let Some(pipe) = self.pipes.iter_mut().find(|p| p.id == id) else {
-            return;
-        };
-        if done || pipe.ended {
-            pipe.receive = Loop::Finished;
-        }
-        if done && !pipe.ended {
-            // The server has nothing more for a pipeline that never reported its end.
-            pipe.send(PipelineEvent::Lost(SessionError::ClosedByServer));
-            pipe.ended = true;
-            self.forget_finished();
-        }
-    }
-
-    fn receive_failed(&mut self, pipeline: Option<Uuid>, error: WsmanFailure) {
-        if error.is_receive_timeout() {
-            return; // nothing within the OperationTimeout: ask again
-        }
-        let quiet = self.closing.is_some()
-            || self.disconnecting.is_some()
-            || self.pool.state() == RunspacePoolState::Disconnected;
-        let expected = matches!(
-            error.reason(),
-            "ShellDisconnected" | "OperationAborted" | "ShellNotFound"
-        );
-        if quiet && (expected || self.closing.is_some()) {
-            let state = if self.closing.is_some() {
-                Loop::Finished
-            } else {
-                Loop::Paused
-            };
-            match pipeline {
-                None => self.pool_receive = state,
-                Some(id) => {
-                    if let Some(pipe) = self.pipes.iter_mut().find(|p| p.id == id) {
-                        pipe.receive = state;
-                    }
-                }
-            }
-            return;
-        }
-        self.fail(SessionError::Wsman(error));
-    }
-
-    /// After a Reconnect (or a refused Disconnect), the loops paused by the disconnect go on.
-    fn resume_loops(&mut self) {
-        if self.pool_receive == Loop::Paused {
-            self.pool_receive = Loop::Ready;
-        }
-        for pipe in &mut self.pipes {
-            if pipe.receive == Loop::Paused {
-                pipe.receive = Loop::Ready;
-            }
-        }
-    }
-
     fn drain_events(&mut self) {
         while let Some(event) = self.pool.next_event() {
             if self.failed.is_some() {
@@ -919,162 +683,7 @@ impl Actor {
         }
     }
 
-    // ---- sending --------------------------------------------------------------------------------
-
-    /// Puts pool output for the server in the right queue.
-    fn route(&mut self, outbound: Outbound) {
-        let stream = if outbound.prompt_response { "pr" } else { "stdin" };
-        let chunks = whole_fragment_packets(outbound.data, self.send_capacity);
-        match outbound.pipeline_id {
-            None => self.pool_sends.extend(chunks.into_iter().map(|c| (stream, c))),
-            Some(id) => match self.pipes.iter_mut().find(|p| p.id == id) {
-                Some(pipe) => pipe.sends.extend(chunks.into_iter().map(|c| (stream, c))),
-                None => tracing::debug!(pipeline = %id, "data for a pipeline that is gone; dropped"),
-            },
-        }
-    }
-
-    /// Sends what is ready: queued data, Receives, the next pipeline, a waiting Disconnect.
-    fn pump(&mut self) {
-        if self.failed.is_some() || self.end {
-            return;
-        }
-        while let Some(outbound) = self.pool.take_outbound() {
-            self.route(outbound);
-        }
-        let disconnected = self.pool.state() == RunspacePoolState::Disconnected || self.delete_sent;
-        if !disconnected {
-            if !self.pool_send_in_flight
-                && let Some((stream, data)) = self.pool_sends.pop_front()
-            {
-                self.pool_send_in_flight = true;
-                self.spawn_send(None, stream, data);
-            }
-            for index in 0..self.pipes.len() {
-                let pipe = &mut self.pipes[index];
-                if !pipe.send_in_flight
-                    && (pipe.commanded || pipe.phase != Phase::Creating)
-                    && let Some((stream, data)) = pipe.sends.pop_front()
-                {
-                    pipe.send_in_flight = true;
-                    let id = pipe.id;
-                    self.spawn_send(Some(id), stream, data);
-                }
-            }
-        }
-        let receiving = !disconnected && self.disconnecting.is_none();
-        if receiving && self.pool_receive == Loop::Ready {
-            self.pool_receive = Loop::InFlight;
-            let sequence = self.pool_receives;
-            self.pool_receives += 1;
-            self.spawn_receive(None, sequence);
-        }
-        if receiving {
-            for index in 0..self.pipes.len() {
-                let pipe = &mut self.pipes[index];
-                if pipe.phase == Phase::Running && pipe.may_receive() {
-                    pipe.receive = Loop::InFlight;
-                    let (id, sequence) = (pipe.id, pipe.receives);
-                    pipe.receives += 1;
-                    self.spawn_receive(Some(id), sequence);
-                }
-            }
-        }
-        self.maybe_disconnect();
-        self.finish_disconnect();
-        self.start_next();
-    }
-
-    fn spawn_send(&mut self, pipeline: Option<Uuid>, stream: &'static str, data: Bytes) {
-        let exchange = self.exchange.clone();
-        let envelope = exchange.client.send_streams(
-            self.shell_id,
-            vec![SendStream {
-                name: stream.to_owned(),
-                command_id: pipeline,
-                end: None,
-                data: data.to_vec(),
-            }],
-        );
-        self.ops.spawn(async move {
-            let result = exchange
-                .call(&envelope, |b| parse_empty_response(b, action::SEND_RESPONSE))
-                .await
-                .map(|_| ());
-            (Op::Send(pipeline), Answer::Done(result))
-        });
-    }
-
-    fn spawn_receive(&mut self, pipeline: Option<Uuid>, sequence: u64) {
-        let exchange = self.exchange.clone();
-        let shell_id = self.shell_id;
-        self.ops.spawn(async move {
-            let result = exchange.receive(shell_id, pipeline, sequence).await;
-            let op = match pipeline {
-                Some(id) => Op::Receive(id),
-                None => Op::PoolReceive,
-            };
-            (op, Answer::Receive(result))
-        });
-    }
-
-    /// Completes a Disconnect the server has answered once no Receive is in flight any more (the
-    /// pending ones return what the server had, then `ShellDisconnected`): so the handles get that
-    /// output before their `State { Disconnected }`, and [`crate::session::Session::disconnect`]
-    /// returns with everything received already queued to them.
-    fn finish_disconnect(&mut self) {
-        let receiving =
-            self.pool_receive == Loop::InFlight || self.pipes.iter().any(|p| p.receive == Loop::InFlight);
-        if receiving || self.disconnect_answer.is_none() {
-            return;
-        }
-        let reply = self.disconnecting.take();
-        let outcome = match self.disconnect_answer.take() {
-            Some(Ok(())) => self.pool.disconnected().map_err(SessionError::from),
-            Some(Err(error)) => Err(SessionError::Wsman(error)),
-            None => return,
-        };
-        match &outcome {
-            Ok(()) => {
-                self.drain_events();
-                self.checkpoints();
-            }
-            Err(_) => self.resume_loops(),
-        }
-        if let Some(reply) = reply {
-            let _ = reply.send(outcome);
-        }
-    }
-
-    /// Sends the Disconnect once no pipeline is being created and no Send is outstanding.
-    fn maybe_disconnect(&mut self) {
-        let Some((idle_timeout, buffer_mode)) = self.pending_disconnect else {
-            return;
-        };
-        let busy = self.pool_send_in_flight
-            || !self.pool_sends.is_empty()
-            || self
-                .pipes
-                .iter()
-                .any(|p| p.phase == Phase::Creating || p.send_in_flight || !p.sends.is_empty());
-        if busy {
-            return;
-        }
-        self.pending_disconnect = None;
-        let exchange = self.exchange.clone();
-        let envelope = exchange
-            .client
-            .disconnect(self.shell_id, Some(buffer_mode), Some(idle_timeout));
-        self.ops.spawn(async move {
-            let result = exchange
-                .call(&envelope, |b| {
-                    parse_empty_response(b, action::DISCONNECT_RESPONSE)
-                })
-                .await
-                .map(|_| ());
-            (Op::Disconnect, Answer::Done(result))
-        });
-    }
+    // ---- sending: see `outgoing` ----------------------------------------------------------------
 
     // ---- time -----------------------------------------------------------------------------------
 
