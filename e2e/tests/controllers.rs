@@ -262,6 +262,78 @@ async fn a_wsman_session_opens_over_ntlm_keeps_state_and_is_deleted_remotely() {
 }
 
 #[tokio::test]
+async fn a_graceful_stop_disconnects_a_wsman_session_and_the_next_operator_connects_with_its_state() {
+    let mut env = Env::new("ctl-wsman-restart", 1).await;
+    let host = env.hosts.host(0).clone();
+    env.apply(&wsman_session_yaml("win", &host, "h", "NTLM", "idleTimeout: 5m"))
+        .await;
+    let before = env
+        .ready("win")
+        .await
+        .status
+        .and_then(|s| s.instance_id)
+        .expect("instance");
+    env.job("remember", "win", "$kept = 'survives the restart'", "")
+        .await;
+    assert_eq!(state(&env.done("remember").await), Some(JobState::Completed));
+
+    // SIGTERM: the shell is disconnected on the host, not closed.
+    let status = env
+        .operator
+        .terminate(Duration::from_secs(40))
+        .await
+        .expect("graceful stop");
+    assert!(status.success(), "{status:?}");
+    let log = env.operator.log_text();
+    assert!(
+        log.contains("session disconnected for the next operator"),
+        "{log}"
+    );
+    let users = &env.hosts.state.users;
+    let addr = host.wsman_addr().expect("WSMan listener");
+    let mut transport = psrp::transport::wsman::WsmanConfig::new(
+        addr.ip().to_string(),
+        psrp::transport::wsman::WsmanAuth::Ntlm(psrp::transport::wsman::Credentials::new(
+            users.password.name.clone(),
+            users.password.password.clone(),
+        )),
+    );
+    transport.port = addr.port();
+    let shells = psrp::session::list_shells(&psrp::session::WsmanSessionConfig::new(transport), STEP)
+        .await
+        .expect("Enumerate");
+    let shell = shells
+        .iter()
+        .find(|s| s.shell_id.to_string().eq_ignore_ascii_case(&before))
+        .expect("the shell is still on the host");
+    assert_eq!(
+        shell.state,
+        Some(psrp::wsman::ShellState::Disconnected),
+        "{shell:?}"
+    );
+
+    // The next operator connects to it: the same runspace, its variables kept.
+    env.operator.restart().expect("restart");
+    let after = env
+        .wait_session("win", OPEN, "connected again", |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() == Some(before.as_str())
+            })
+        })
+        .await;
+    assert!(
+        !after
+            .status
+            .and_then(|s| s.message)
+            .unwrap_or_default()
+            .contains("StateLost")
+    );
+    env.job("recall", "win", "Write-Output $kept", "").await;
+    let recall = env.done("recall").await;
+    assert_eq!(output(&recall), "survives the restart\n");
+}
+
+#[tokio::test]
 async fn a_wsman_session_with_a_wrong_password_is_auth_failed() {
     let env = Env::new("ctl-wsman-auth", 1).await;
     let host = env.hosts.host(0).clone();

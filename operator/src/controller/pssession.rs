@@ -255,8 +255,18 @@ async fn build_target(
         .session_state(&key.uid)
         .and_then(|w| w.instance_id)
         .or_else(|| session.status.as_ref().and_then(|s| s.instance_id.clone()));
+    // A WSMan shell that an earlier operator process had (no worker here yet): connect to it.
+    let connect_to = match &connection {
+        Connection::Wsman(_) if ctx.registry.session_state(&key.uid).is_none() => session
+            .status
+            .as_ref()
+            .and_then(|s| s.shell_id.as_deref())
+            .and_then(|id| id.parse().ok()),
+        _ => None,
+    };
     Ok(SessionTarget {
         connection,
+        connect_to,
         options,
         idle_timeout,
         max_retries,
@@ -387,6 +397,7 @@ async fn cleanup(
             .await;
         let (warning, message) = match outcome {
             CloseOutcome::Closed => (false, "closed the remote session".to_owned()),
+            CloseOutcome::Disconnected => (false, "left the session disconnected on the host".to_owned()),
             CloseOutcome::NotOpen => (false, "the session was not open; nothing to close".to_owned()),
             CloseOutcome::GaveUp => (
                 true,

@@ -92,6 +92,19 @@ impl Connection {
         }
     }
 
+    /// Connects to a WSMan shell left by an earlier client (Connect-PSSession). Pipelines still
+    /// running there are dropped, which stops them.
+    async fn connect(&self, shell_id: uuid::Uuid, options: SessionOptions) -> Result<Session, SessionError> {
+        match self {
+            Connection::Ssh(_) => Err(SessionError::Unsupported("connecting to an SSH session")),
+            Connection::Wsman(wsman) => {
+                let (session, left_running) = Session::connect_wsman(wsman, shell_id, options).await?;
+                drop(left_running);
+                Ok(session)
+            }
+        }
+    }
+
     /// Opens a new runspace. Over WSMan the shell gets `shell_id`, which the caller published
     /// before, so a crash during the open still leaves a trace of the shell.
     async fn open(
@@ -121,6 +134,9 @@ pub struct SessionTarget {
     pub fingerprint: String,
     /// The runspace a previous operator (or worker) had open: the next open replaces it.
     pub previous_instance: Option<String>,
+    /// A WSMan shell an earlier operator left (disconnected, or dropped by a crash): the first
+    /// attempt connects to it, keeping its state, before opening a new one.
+    pub connect_to: Option<uuid::Uuid>,
 }
 
 /// Why a job could not start.
@@ -138,6 +154,8 @@ pub enum StartError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseOutcome {
     Closed,
+    /// A WSMan shell left on the host, disconnected, for the next operator to connect to.
+    Disconnected,
     /// The remote side did not confirm within the bound; the connection was dropped.
     GaveUp,
     NotOpen,
@@ -200,6 +218,7 @@ impl Registry {
             let (done, _) = oneshot::channel();
             let _ = old.commands.send(Command::Shutdown {
                 close_within: Duration::from_secs(10),
+                disconnect: false,
                 done,
             });
         }
@@ -253,6 +272,12 @@ impl Registry {
     /// Closes the remote session and ends its worker: a running job is stopped first. Waits at most
     /// `within` for the remote side, then drops the connection.
     pub async fn remove_session(&self, uid: &str, within: Duration) -> CloseOutcome {
+        self.end_session(uid, within, false).await
+    }
+
+    /// Ends the worker; `disconnect`: a WSMan session is disconnected instead of closed (the
+    /// operator is stopping, not the session: the next one connects to it).
+    async fn end_session(&self, uid: &str, within: Duration, disconnect: bool) -> CloseOutcome {
         let Some(entry) = lock(&self.sessions).remove(uid) else {
             return CloseOutcome::NotOpen;
         };
@@ -261,6 +286,7 @@ impl Registry {
             .commands
             .send(Command::Shutdown {
                 close_within: within,
+                disconnect,
                 done,
             })
             .is_err()
@@ -279,10 +305,12 @@ impl Registry {
     }
 
     /// Closes every session (graceful stop), each bounded by `within`, all at once.
+    /// The operator stops: SSH sessions are closed (they cannot outlive their connection), WSMan
+    /// sessions disconnected, so the next operator (a restart, a new leader) connects to them.
     pub async fn shutdown(&self, within: Duration) {
         let uids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
-        let closing = uids.iter().map(|uid| self.remove_session(uid, within));
-        futures::future::join_all(closing).await;
+        let ending = uids.iter().map(|uid| self.end_session(uid, within, true));
+        futures::future::join_all(ending).await;
     }
 
     /// Sessions by their state, for metrics.

@@ -29,6 +29,10 @@ use crate::{
     reason::Reason,
 };
 
+/// How long a disconnected WSMan shell waits for a client when the session has no idleTimeout:
+/// WinRM's default IdleTimeout.
+const SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// First retry delay exponent for failures a retry cannot fix soon (credentials, host key): 32 s.
 const PERMANENT_BACKOFF_OFFSET: u32 = 5;
 
@@ -84,12 +88,15 @@ pub(super) enum Command {
     },
     Shutdown {
         close_within: Duration,
+        /// Disconnect a WSMan session instead of closing it (the operator stops, not the session).
+        disconnect: bool,
         done: oneshot::Sender<CloseOutcome>,
     },
 }
 
 struct Shutdown {
     close_within: Duration,
+    disconnect: bool,
     done: Option<oneshot::Sender<CloseOutcome>>,
 }
 
@@ -203,6 +210,28 @@ impl Worker {
                 s.idle_expires_at = None;
                 s.current_job = None;
             });
+            // A shell an earlier operator left: connecting keeps its state; only if that fails is a
+            // new one opened.
+            if let Some(shell) = self.target.connect_to.take() {
+                let started = Instant::now();
+                let (connection, options) = (self.target.connection.clone(), self.target.options.clone());
+                let connect = async move { connection.connect(shell, options).await };
+                match self.while_down(connect).await {
+                    Err(stop) => return Next::Stop(stop),
+                    Ok(Ok(session)) => {
+                        self.observer.session_opened(
+                            self.target.connection.transport(),
+                            "Connected",
+                            started.elapsed(),
+                        );
+                        self.opened(session);
+                        return Next::Serve;
+                    }
+                    Ok(Err(error)) => {
+                        info!(shell_id = %shell, reason = error.reason(), "could not connect to the shell left before; opening a new one");
+                    }
+                }
+            }
             // A WSMan shell's id is chosen here and on record before the Create goes out.
             let shell_id = match &self.target.connection {
                 Connection::Wsman(wsman) => {
@@ -314,9 +343,9 @@ impl Worker {
             tokio::select! {
                 result = &mut work => return Ok(result),
                 command = self.commands.recv() => match command {
-                    None => return Err(Shutdown { close_within: Duration::ZERO, done: None }),
-                    Some(Command::Shutdown { close_within, done }) => {
-                        return Err(Shutdown { close_within, done: Some(done) });
+                    None => return Err(Shutdown { close_within: Duration::ZERO, disconnect: false, done: None }),
+                    Some(Command::Shutdown { close_within, disconnect, done }) => {
+                        return Err(Shutdown { close_within, disconnect, done: Some(done) });
                     }
                     Some(Command::SetQueued(queued)) => self.queued = queued,
                     Some(Command::StartJob { reply, .. }) => {
@@ -329,7 +358,9 @@ impl Worker {
 
     fn opened(&mut self, session: Session) {
         let instance = session.instance_id().to_string();
-        let replaced = self.previous_instance.take();
+        // Connected to the shell it had (WSMan): the same runspace, its state kept.
+        let kept = self.previous_instance.as_deref() == Some(instance.as_str());
+        let replaced = self.previous_instance.take().filter(|old| *old != instance);
         let now = Timestamp::now();
         info!(instance_id = %instance, replaced = ?replaced, "session opened");
         match &replaced {
@@ -340,6 +371,11 @@ impl Worker {
                     "opened a new runspace {instance}; it replaces {old}, whose variables, functions and \
                      modules are gone"
                 ),
+            ),
+            None if kept => self.event(
+                Reason::Opened,
+                false,
+                format!("connected to runspace {instance}, which kept its state"),
             ),
             None => self.event(Reason::Opened, false, format!("opened runspace {instance}")),
         }
@@ -423,9 +459,9 @@ impl Worker {
                 }
                 _ = job_done => self.job_ended(),
                 command = self.commands.recv() => match command {
-                    None => return Next::Stop(Shutdown { close_within: Duration::ZERO, done: None }),
-                    Some(Command::Shutdown { close_within, done }) => {
-                        return Next::Stop(Shutdown { close_within, done: Some(done) });
+                    None => return Next::Stop(Shutdown { close_within: Duration::ZERO, disconnect: false, done: None }),
+                    Some(Command::Shutdown { close_within, disconnect, done }) => {
+                        return Next::Stop(Shutdown { close_within, disconnect, done: Some(done) });
                     }
                     Some(Command::SetQueued(queued)) => self.queued = queued,
                     Some(Command::StartJob { request, reply }) => {
@@ -507,6 +543,37 @@ impl Worker {
         });
     }
 
+    /// Disconnect-PSSession: the host keeps the shell (and what it buffers) for the server-side
+    /// idle timeout; the next operator connects to it by the shellId in status. SSH has no
+    /// disconnect: its session is closed.
+    async fn disconnect_session(&mut self, within: Duration) -> CloseOutcome {
+        let Connection::Wsman(wsman) = &self.target.connection else {
+            return self.close_session(within).await;
+        };
+        let Some(session) = self.session.take() else {
+            return CloseOutcome::NotOpen;
+        };
+        let idle = self
+            .target
+            .idle_timeout
+            .unwrap_or(SERVER_IDLE_TIMEOUT)
+            .max(psrp::session::wsman::MIN_IDLE_TIMEOUT);
+        match tokio::time::timeout(within, session.disconnect(idle, wsman.buffer_mode)).await {
+            Ok(Ok(())) => {
+                info!(idle_timeout = ?idle, "session disconnected for the next operator");
+                CloseOutcome::Disconnected
+            }
+            Ok(Err(error)) => {
+                warn!(
+                    reason = error.reason(),
+                    "disconnect failed; the shell is left as it is"
+                );
+                CloseOutcome::GaveUp
+            }
+            Err(_) => CloseOutcome::GaveUp,
+        }
+    }
+
     async fn close_session(&mut self, within: Duration) -> CloseOutcome {
         let Some(session) = self.session.take() else {
             return CloseOutcome::NotOpen;
@@ -558,12 +625,18 @@ impl Worker {
                 None => {
                     return Next::Stop(Shutdown {
                         close_within: Duration::ZERO,
+                        disconnect: false,
                         done: None,
                     });
                 }
-                Some(Command::Shutdown { close_within, done }) => {
+                Some(Command::Shutdown {
+                    close_within,
+                    disconnect,
+                    done,
+                }) => {
                     return Next::Stop(Shutdown {
                         close_within,
+                        disconnect,
                         done: Some(done),
                     });
                 }
@@ -576,7 +649,8 @@ impl Worker {
         }
     }
 
-    /// Stops a running job, closes the session politely within the bound, then ends.
+    /// Stops a running job, then closes the session politely within the bound (or, when the
+    /// operator itself stops, disconnects a WSMan session for the next one), then ends.
     async fn stop(&mut self, shutdown: Shutdown) {
         let started = Instant::now();
         if let Some(job) = self.job.take() {
@@ -587,13 +661,20 @@ impl Worker {
         let outcome = if left.is_zero() {
             self.session = None;
             CloseOutcome::GaveUp
+        } else if shutdown.disconnect {
+            self.disconnect_session(left).await
         } else {
             self.close_session(left).await
         };
         self.publish(|s| {
-            s.state = RunspaceState::Closed;
+            if outcome == CloseOutcome::Disconnected {
+                s.state = RunspaceState::Disconnected;
+                s.reason = Reason::Disconnected;
+            } else {
+                s.state = RunspaceState::Closed;
+                s.reason = Reason::Closing;
+            }
             s.availability = Availability::None;
-            s.reason = Reason::Closing;
             s.current_job = None;
             s.idle_expires_at = None;
         });
