@@ -49,10 +49,18 @@ impl Env {
     }
 
     async fn with_flags(prefix: &str, hosts: usize, flags: &[&str]) -> Env {
+        Env::with_hosts(
+            prefix,
+            TargetHosts::up(hosts).await.expect("hosts come up"),
+            flags,
+        )
+        .await
+    }
+
+    async fn with_hosts(prefix: &str, hosts: TargetHosts, flags: &[&str]) -> Env {
         let control_plane = ControlPlane::shared();
         install_crds(control_plane).await.expect("CRDs install");
         let ns = test_namespace(prefix).await;
-        let hosts = TargetHosts::up(hosts).await.expect("hosts come up");
         create_host_secrets(&ns.api::<Secret>(), &hosts, "h")
             .await
             .expect("secrets");
@@ -331,6 +339,49 @@ async fn a_graceful_stop_disconnects_a_wsman_session_and_the_next_operator_conne
     env.job("recall", "win", "Write-Output $kept", "").await;
     let recall = env.done("recall").await;
     assert_eq!(output(&recall), "survives the restart\n");
+}
+
+#[tokio::test]
+async fn a_shell_quota_keeps_a_wsman_session_retrying_until_a_shell_is_free() {
+    let hosts = TargetHosts::up_with_peer_args(1, &["--wsman-max-shells-per-user=1"])
+        .await
+        .expect("hosts with a one-shell quota");
+    let env = Env::with_hosts("ctl-wsman-quota", hosts, &[]).await;
+    let host = env.hosts.host(0).clone();
+    env.apply(&wsman_session_yaml("first", &host, "h", "NTLM", ""))
+        .await;
+    env.ready("first").await;
+    env.apply(&wsman_session_yaml(
+        "second",
+        &host,
+        "h",
+        "NTLM",
+        "maxConnectionRetryCount: 100",
+    ))
+    .await;
+    let waiting = env
+        .wait_session("second", OPEN, "QuotaExceeded", |s| {
+            condition(s, "Ready").is_some_and(|(_, reason)| reason == "QuotaExceeded")
+        })
+        .await;
+    assert_eq!(
+        condition(&waiting, "Stalled").map(|(status, _)| status),
+        Some("False"),
+        "a quota is waited out, not fatal"
+    );
+    // A shell is freed: the waiting session opens on a later retry.
+    env.ns
+        .api::<PSSession>()
+        .delete("first", &DeleteParams::default())
+        .await
+        .expect("delete");
+    env.wait_session(
+        "second",
+        Duration::from_secs(90),
+        "opened once a shell was free",
+        |s| condition(s, "Ready") == Some(("True", "Opened")),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -19,6 +19,9 @@ pub enum Reason {
     Opened,
     /// The network, sshd or the remote PowerShell did not answer; retried.
     HostUnreachable,
+    /// WS-Management: the user has as many shells on the host as it allows (MaxShellsPerUser);
+    /// retried, since one may be closed.
+    QuotaExceeded,
     /// The server broke the protocol; retried.
     ProtocolError,
     SecretNotFound,
@@ -57,6 +60,7 @@ impl Reason {
             Reason::Opening => "Opening",
             Reason::Opened => "Opened",
             Reason::HostUnreachable => "HostUnreachable",
+            Reason::QuotaExceeded => "QuotaExceeded",
             Reason::ProtocolError => "ProtocolError",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SecretInvalid => "SecretInvalid",
@@ -94,6 +98,7 @@ impl Reason {
             // lacks, an idle timeout out of range) cannot work as it is.
             "SubsystemRefused" | "TlsFailed" | "UnencryptedRefused" | "AuthUnsupported" | "InvalidConfig"
             | "InvalidIdleTimeout" => Reason::Unsupported,
+            "QuotaExceeded" => Reason::QuotaExceeded,
             "ProtocolError" | "FramingError" => Reason::ProtocolError,
             _ => Reason::HostUnreachable,
         }
