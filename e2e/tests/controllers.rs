@@ -320,15 +320,33 @@ async fn a_graceful_stop_disconnects_a_wsman_session_and_the_next_operator_conne
         "{shell:?}"
     );
 
-    // The next operator connects to it: the same runspace, its variables kept.
+    // The next operator connects to it: the same runspace, its variables kept. (The status
+    // still says Opened from before the stop: wait for the new operator's own word.)
     env.operator.restart().expect("restart");
-    let after = env
-        .wait_session("win", OPEN, "connected again", |s| {
-            s.status.as_ref().is_some_and(|st| {
-                st.state == Some(RunspaceState::Opened) && st.instance_id.as_deref() == Some(before.as_str())
-            })
-        })
-        .await;
+    eventually("the new operator connects", OPEN, || {
+        let events = env.ns.api::<Event>();
+        async move {
+            Ok(events
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.message
+                        .as_deref()
+                        .is_some_and(|n| n.contains("which kept its state"))
+                }))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", env.operator.log_text()));
+    let after = env.ready("win").await;
+    assert_eq!(
+        after.status.as_ref().and_then(|s| s.instance_id.as_deref()),
+        Some(before.as_str()),
+        "{}",
+        env.operator.log_text()
+    );
     assert!(
         !after
             .status
@@ -382,6 +400,61 @@ async fn a_shell_quota_keeps_a_wsman_session_retrying_until_a_shell_is_free() {
         |s| condition(s, "Ready") == Some(("True", "Opened")),
     )
     .await;
+}
+
+#[tokio::test]
+async fn desired_state_disconnects_a_wsman_session_and_connects_it_again_with_its_state() {
+    let env = Env::new("ctl-wsman-desired", 1).await;
+    let host = env.hosts.host(0).clone();
+    env.apply(&wsman_session_yaml("win", &host, "h", "NTLM", ""))
+        .await;
+    let before = env
+        .ready("win")
+        .await
+        .status
+        .and_then(|s| s.instance_id)
+        .expect("instance");
+    env.job("remember", "win", "$kept = 'across a disconnect'", "")
+        .await;
+    assert_eq!(state(&env.done("remember").await), Some(JobState::Completed));
+
+    env.apply(&wsman_session_yaml(
+        "win",
+        &host,
+        "h",
+        "NTLM",
+        "desiredState: Disconnected",
+    ))
+    .await;
+    env.wait_session("win", OPEN, "Disconnected, Ready", |s| {
+        s.status.as_ref().and_then(|st| st.state) == Some(RunspaceState::Disconnected)
+            && condition(s, "Ready") == Some(("True", "Disconnected"))
+    })
+    .await;
+    // A job waits while the session is disconnected.
+    env.job("recall", "win", "Write-Output $kept", "").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = env.ns.api::<PSJob>().get("recall").await.expect("job");
+    assert_eq!(state(&waiting), Some(JobState::Queued));
+
+    env.apply(&wsman_session_yaml(
+        "win",
+        &host,
+        "h",
+        "NTLM",
+        "desiredState: Connected",
+    ))
+    .await;
+    let recall = env.done("recall").await;
+    assert_eq!(output(&recall), "across a disconnect\n");
+    let after = env.ready("win").await.status.expect("status");
+    assert_eq!(
+        after.instance_id.as_deref(),
+        Some(before.as_str()),
+        "the same runspace"
+    );
+    let reasons: Vec<String> = env.events().await.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "Disconnected"), "{reasons:?}");
 }
 
 #[tokio::test]

@@ -173,8 +173,8 @@ async fn show(control_plane: &ControlPlane, namespace: &str) -> Result<()> {
 /// The examples as a user would apply them, with what only this machine knows filled in: the SSH
 /// session goes to host 1 with the harness's key and known_hosts, a second one (password) to host 2;
 /// the WSMan session web01 goes to host 1's WS-Management listener (plain HTTP, NTLM-sealed, so its
-/// CA is left out) as the password user. The disconnected and attached WSMan examples wait for
-/// the operator's disconnect support and are left out.
+/// CA is left out) as the password user, and so does web02-maintenance, which is left
+/// disconnected there. The attached WSMan example waits for `attach` and is left out.
 async fn examples(hosts: &TargetHosts, client: &kube::Client, namespace: &str) -> Result<String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let key = secrets.get("demo-key").await?;
@@ -215,7 +215,7 @@ async fn examples(hosts: &TargetHosts, client: &kube::Client, namespace: &str) -
                 ("Secret", "web01-winrm") => {
                     replace_data(&mut doc, serde_json::to_value(&password.data)?);
                 }
-                ("PSSession", "web01") => {
+                ("PSSession", "web01" | "web02-maintenance") => {
                     let host = hosts.host(0);
                     doc["spec"]["computerName"] = host.address.clone().into();
                     doc["spec"]["port"] = host.wsman_port.unwrap_or(5985).into();
@@ -234,7 +234,7 @@ async fn examples(hosts: &TargetHosts, client: &kube::Client, namespace: &str) -
                 ("PSJob", _) | ("Secret", _) => {}
                 _ => {
                     println!(
-                        "    (skipping {kind}/{name} from {}: disconnected and adopted WSMan sessions come later in issue 5)",
+                        "    (skipping {kind}/{name} from {}: adopting a shell made elsewhere comes later in issue 5)",
                         file.display()
                     );
                     continue;

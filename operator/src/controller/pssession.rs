@@ -114,6 +114,8 @@ async fn reconcile_session(session: &PSSession, ctx: &Context) -> Result<Action>
     let worker = ctx.registry.session_state(&key.uid);
     let (current, queued) = job_queue(ctx, &key);
     ctx.registry.set_queued(&key.uid, !queued.is_empty());
+    ctx.registry
+        .set_disconnected(&key.uid, session.spec.desired_state == DesiredState::Disconnected);
     // A session that has room for the next job tells it so.
     if worker
         .as_ref()
@@ -137,6 +139,10 @@ async fn reconcile_session(session: &PSSession, ctx: &Context) -> Result<Action>
 
 /// Starts (or restarts) the worker when the spec or a Secret changed. Reads Secrets only then.
 async fn ensure_worker(session: &PSSession, key: &ObjectKey, ctx: &Context) -> Result<(), Blocker> {
+    // The fingerprint reads Secret versions from the cache: before it is filled they would read as
+    // missing, and the next reconcile would see a new fingerprint and replace the worker (closing
+    // a WSMan shell just connected to).
+    let _ = ctx.secrets.wait_until_ready().await;
     let spec = &session.spec;
     let secret_version = |name: &str| {
         ctx.secrets
@@ -150,9 +156,17 @@ async fn ensure_worker(session: &PSSession, key: &ObjectKey, ctx: &Context) -> R
         .as_ref()
         .or(spec.ca_secret_ref.as_ref())
         .map(|r| secret_version(&r.name));
+    // desiredState is left out: disconnecting and connecting again keep the session.
+    let spec_version = {
+        use std::hash::{Hash, Hasher};
+        let mut spec = spec.clone();
+        spec.desired_state = DesiredState::default();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&spec).unwrap_or_default().hash(&mut hasher);
+        hasher.finish()
+    };
     let fingerprint = format!(
-        "{}/{}/{}",
-        session.metadata.generation.unwrap_or_default(),
+        "{spec_version:016x}/{}/{}",
         credentials_version.as_deref().unwrap_or("-"),
         trust_version.flatten().as_deref().unwrap_or("-"),
     );
@@ -201,15 +215,16 @@ async fn build_target(
             }
         }
     };
-    // Said plainly rather than ignored: a connected session is not what these ask for.
-    if spec.desired_state == DesiredState::Disconnected || spec.attach.is_some() {
+    // Said plainly rather than ignored: a session of its own is not what this asks for.
+    if spec.attach.is_some() {
         return Err(Blocker {
             reason: Reason::Unsupported,
-            message: "desiredState: Disconnected and attach are not supported by this version of the \
-                      operator yet; remove them to open a connected session"
+            message: "attach is not supported by this version of the operator yet; remove it to open a \
+                      session of its own"
                 .into(),
         });
     }
+    let disconnected = spec.desired_state == DesiredState::Disconnected;
     let credentials = fetch(spec.credentials_secret_ref.name.clone()).await?;
     let options = credentials::session_options(&spec);
     let idle_timeout = spec.idle_timeout.map(Duration::from);
@@ -267,6 +282,7 @@ async fn build_target(
     Ok(SessionTarget {
         connection,
         connect_to,
+        disconnected,
         options,
         idle_timeout,
         max_retries,

@@ -137,6 +137,8 @@ pub struct SessionTarget {
     /// A WSMan shell an earlier operator left (disconnected, or dropped by a crash): the first
     /// attempt connects to it, keeping its state, before opening a new one.
     pub connect_to: Option<uuid::Uuid>,
+    /// `desiredState: Disconnected` when the worker starts (later changes: [`Registry::set_disconnected`]).
+    pub disconnected: bool,
 }
 
 /// Why a job could not start.
@@ -239,6 +241,12 @@ impl Registry {
     /// reopens a session the idle rule closed when they do.
     pub fn set_queued(&self, uid: &str, queued: bool) {
         self.send(uid, Command::SetQueued(queued));
+    }
+
+    /// `spec.desiredState`: a WSMan session is disconnected (once no job runs) or connected again.
+    /// Not part of the target's fingerprint, so a change never reopens the session.
+    pub fn set_disconnected(&self, uid: &str, disconnected: bool) {
+        self.send(uid, Command::SetDisconnected(disconnected));
     }
 
     /// Starts a job in the session: only when it is open and no other job runs.

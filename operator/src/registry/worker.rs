@@ -82,6 +82,8 @@ impl WorkerState {
 
 pub(super) enum Command {
     SetQueued(bool),
+    /// `spec.desiredState`: true for Disconnected.
+    SetDisconnected(bool),
     StartJob {
         request: JobRequest,
         reply: oneshot::Sender<Result<Arc<JobRun>, StartError>>,
@@ -103,6 +105,8 @@ struct Shutdown {
 enum Next {
     Open,
     Serve,
+    /// Disconnected because the spec asks it; the host keeps the shell.
+    Disconnected,
     IdleClosed,
     Stop(Shutdown),
 }
@@ -122,6 +126,8 @@ pub(super) struct Worker {
     session: Option<Arc<Session>>,
     job: Option<RunningJob>,
     queued: bool,
+    /// `desiredState: Disconnected` (WSMan).
+    want_disconnected: bool,
     /// The runspace that was open before, when the next open replaces it.
     previous_instance: Option<String>,
 }
@@ -136,6 +142,7 @@ impl Worker {
     ) -> (Self, watch::Receiver<WorkerState>) {
         let (state, receiver) = watch::channel(WorkerState::opening());
         let previous_instance = target.previous_instance.clone();
+        let want_disconnected = target.disconnected;
         let worker = Worker {
             key,
             target,
@@ -146,6 +153,7 @@ impl Worker {
             session: None,
             job: None,
             queued: false,
+            want_disconnected,
             previous_instance,
         };
         (worker, receiver)
@@ -158,6 +166,7 @@ impl Worker {
                 Next::Open => self.open().await,
                 Next::Serve => self.serve().await,
                 Next::IdleClosed => self.wait_while_closed().await,
+                Next::Disconnected => self.wait_while_disconnected().await,
                 Next::Stop(shutdown) => {
                     self.stop(shutdown).await;
                     return;
@@ -348,6 +357,7 @@ impl Worker {
                         return Err(Shutdown { close_within, disconnect, done: Some(done) });
                     }
                     Some(Command::SetQueued(queued)) => self.queued = queued,
+                    Some(Command::SetDisconnected(wanted)) => self.want_disconnected = wanted,
                     Some(Command::StartJob { reply, .. }) => {
                         let _ = reply.send(Err(StartError::NotOpen));
                     }
@@ -431,6 +441,13 @@ impl Worker {
         };
         let mut status = session.status();
         loop {
+            // A running job finishes first; queued ones wait for Connected.
+            if self.want_disconnected
+                && self.job.is_none()
+                && let Some(next) = self.disconnect_for_spec().await
+            {
+                return next;
+            }
             let idle = self.idle_deadline();
             self.publish(|s| s.idle_expires_at = idle.map(|(_, at)| at));
             let job_done = async {
@@ -443,10 +460,15 @@ impl Worker {
             };
             tokio::select! {
                 changed = status.changed() => {
-                    let ended = changed.is_err() || !matches!(
-                        status.borrow().state,
-                        psrp::state::RunspacePoolState::Opened
-                    );
+                    // Only an end counts: a session just connected to may still pass through
+                    // Connecting on its way to Opened.
+                    let ended = changed.is_err() || {
+                        use psrp::state::RunspacePoolState as Pool;
+                        matches!(
+                            status.borrow().state,
+                            Pool::Broken | Pool::Closed | Pool::Closing | Pool::Disconnected
+                        )
+                    };
                     if ended {
                         let error = status.borrow().error.clone().unwrap_or(SessionError::ConnectionClosed);
                         self.lost(error);
@@ -464,8 +486,14 @@ impl Worker {
                         return Next::Stop(Shutdown { close_within, disconnect, done: Some(done) });
                     }
                     Some(Command::SetQueued(queued)) => self.queued = queued,
+                    Some(Command::SetDisconnected(wanted)) => self.want_disconnected = wanted,
                     Some(Command::StartJob { request, reply }) => {
-                        let _ = reply.send(self.start_job(&session, request));
+                        let result = if self.want_disconnected {
+                            Err(StartError::NotOpen)
+                        } else {
+                            self.start_job(&session, request)
+                        };
+                        let _ = reply.send(result);
                     }
                 },
             }
@@ -592,6 +620,129 @@ impl Worker {
         }
     }
 
+    /// Disconnect-PSSession because the spec says `desiredState: Disconnected`. `None` when the
+    /// session cannot be disconnected (SSH: admission refuses that spec) and goes on serving.
+    async fn disconnect_for_spec(&mut self) -> Option<Next> {
+        let Connection::Wsman(wsman) = &self.target.connection else {
+            self.want_disconnected = false;
+            return None;
+        };
+        let session = self.session.clone()?;
+        let idle = self
+            .target
+            .idle_timeout
+            .unwrap_or(SERVER_IDLE_TIMEOUT)
+            .max(psrp::session::wsman::MIN_IDLE_TIMEOUT);
+        self.publish(|s| {
+            s.availability = Availability::None;
+            s.idle_expires_at = None;
+        });
+        let within = self.target.options.operation_timeout;
+        match tokio::time::timeout(within, session.disconnect(idle, wsman.buffer_mode)).await {
+            Ok(Ok(())) => {
+                info!(idle_timeout = ?idle, "session disconnected as the spec asks");
+                self.event(
+                    Reason::Disconnected,
+                    false,
+                    format!(
+                        "disconnected (desiredState: Disconnected); the host keeps the shell for {}s",
+                        idle.as_secs()
+                    ),
+                );
+                self.publish(|s| {
+                    s.state = RunspaceState::Disconnected;
+                    s.reason = Reason::Disconnected;
+                    s.message =
+                        "disconnected as desiredState asks; the host keeps the shell and its state".into();
+                });
+                Some(Next::Disconnected)
+            }
+            Ok(Err(error)) => {
+                self.lost(error);
+                Some(Next::Open)
+            }
+            Err(_) => {
+                self.lost(SessionError::OperationTimeout {
+                    what: "Disconnect",
+                    timeout: within,
+                });
+                Some(Next::Open)
+            }
+        }
+    }
+
+    /// Disconnected as the spec asks: waits for Connected (Connect-PSSession from this same
+    /// client: the shell's state and buffered output come back) or for the end.
+    async fn wait_while_disconnected(&mut self) -> Next {
+        loop {
+            if !self.want_disconnected {
+                let Some(session) = self.session.clone() else {
+                    return Next::Open;
+                };
+                self.publish(|s| {
+                    s.state = RunspaceState::Connecting;
+                    s.reason = Reason::Opening;
+                    s.message = "connecting again (desiredState: Connected)".into();
+                });
+                let within = self.target.options.operation_timeout;
+                return match tokio::time::timeout(within, session.reconnect()).await {
+                    Ok(Ok(())) => {
+                        info!("session connected again as the spec asks");
+                        self.event(
+                            Reason::Opened,
+                            false,
+                            "connected again (desiredState: Connected)".into(),
+                        );
+                        self.publish(|s| {
+                            s.state = RunspaceState::Opened;
+                            s.availability = Availability::Available;
+                            s.reason = Reason::Opened;
+                            s.message = "open".into();
+                            s.last_activity = Some(Timestamp::now());
+                        });
+                        Next::Serve
+                    }
+                    Ok(Err(error)) => {
+                        self.lost(error);
+                        Next::Open
+                    }
+                    Err(_) => {
+                        self.lost(SessionError::OperationTimeout {
+                            what: "Reconnect",
+                            timeout: within,
+                        });
+                        Next::Open
+                    }
+                };
+            }
+            match self.commands.recv().await {
+                None => {
+                    return Next::Stop(Shutdown {
+                        close_within: Duration::ZERO,
+                        disconnect: false,
+                        done: None,
+                    });
+                }
+                Some(Command::Shutdown {
+                    close_within,
+                    disconnect,
+                    done,
+                }) => {
+                    return Next::Stop(Shutdown {
+                        close_within,
+                        disconnect,
+                        done: Some(done),
+                    });
+                }
+                Some(Command::SetQueued(queued)) => self.queued = queued,
+                Some(Command::SetDisconnected(wanted)) => self.want_disconnected = wanted,
+                Some(Command::StartJob { reply, .. }) => {
+                    let _ = reply.send(Err(StartError::NotOpen));
+                }
+            }
+        }
+    }
+
     async fn close_idle(&mut self) {
         let idle = self.target.idle_timeout.unwrap_or_default();
         self.publish(|s| {
@@ -641,6 +792,7 @@ impl Worker {
                     });
                 }
                 Some(Command::SetQueued(queued)) => self.queued = queued,
+                Some(Command::SetDisconnected(wanted)) => self.want_disconnected = wanted,
                 Some(Command::StartJob { reply, .. }) => {
                     self.queued = true;
                     let _ = reply.send(Err(StartError::NotOpen));
@@ -661,6 +813,10 @@ impl Worker {
         let outcome = if left.is_zero() {
             self.session = None;
             CloseOutcome::GaveUp
+        } else if shutdown.disconnect && self.state.borrow().state == RunspaceState::Disconnected {
+            // Already disconnected as the spec asked: leave it so.
+            self.session = None;
+            CloseOutcome::Disconnected
         } else if shutdown.disconnect {
             self.disconnect_session(left).await
         } else {
