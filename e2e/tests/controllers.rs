@@ -191,8 +191,8 @@ fn output(job: &PSJob) -> String {
         .unwrap_or_default()
 }
 
-/// The password user's shells on `host`, as Get-PSSession -ComputerName lists them.
-async fn shells_on(env: &Env, host: &e2e::hosts::Host) -> Vec<String> {
+/// The password user's view of `host`'s WS-Management listener, for checks from outside.
+fn wsman_as_password_user(env: &Env, host: &e2e::hosts::Host) -> psrp::session::WsmanSessionConfig {
     let users = &env.hosts.state.users;
     let addr = host.wsman_addr().expect("a WSMan listener");
     let mut transport = psrp::transport::wsman::WsmanConfig::new(
@@ -203,13 +203,22 @@ async fn shells_on(env: &Env, host: &e2e::hosts::Host) -> Vec<String> {
         )),
     );
     transport.port = addr.port();
-    let config = psrp::session::WsmanSessionConfig::new(transport);
-    psrp::session::list_shells(&config, STEP)
+    psrp::session::WsmanSessionConfig::new(transport)
+}
+
+/// The password user's shells on `host`, as Get-PSSession -ComputerName lists them.
+async fn shells_on(env: &Env, host: &e2e::hosts::Host) -> Vec<psrp::wsman::ShellInfo> {
+    psrp::session::list_shells(&wsman_as_password_user(env, host), STEP)
         .await
         .expect("Enumerate")
-        .into_iter()
-        .map(|shell| shell.shell_id.to_string().to_uppercase())
-        .collect()
+}
+
+/// Whether `host` lists the shell `id`.
+async fn has_shell(env: &Env, host: &e2e::hosts::Host, id: &str) -> bool {
+    shells_on(env, host)
+        .await
+        .iter()
+        .any(|s| s.shell_id.to_string().eq_ignore_ascii_case(id))
 }
 
 #[tokio::test]
@@ -228,7 +237,7 @@ async fn a_wsman_session_opens_over_ntlm_keeps_state_and_is_deleted_remotely() {
         "a shell is its runspace pool"
     );
     assert!(
-        shells_on(&env, &host).await.contains(&shell_id.to_uppercase()),
+        has_shell(&env, &host, &shell_id).await,
         "the host lists the shell"
     );
 
@@ -264,7 +273,7 @@ async fn a_wsman_session_opens_over_ntlm_keeps_state_and_is_deleted_remotely() {
     .await
     .expect("the finalizer lets go");
     assert!(
-        !shells_on(&env, &host).await.contains(&shell_id.to_uppercase()),
+        !has_shell(&env, &host, &shell_id).await,
         "the shell is gone from the host"
     );
 }
@@ -297,19 +306,7 @@ async fn a_graceful_stop_disconnects_a_wsman_session_and_the_next_operator_conne
         log.contains("session disconnected for the next operator"),
         "{log}"
     );
-    let users = &env.hosts.state.users;
-    let addr = host.wsman_addr().expect("WSMan listener");
-    let mut transport = psrp::transport::wsman::WsmanConfig::new(
-        addr.ip().to_string(),
-        psrp::transport::wsman::WsmanAuth::Ntlm(psrp::transport::wsman::Credentials::new(
-            users.password.name.clone(),
-            users.password.password.clone(),
-        )),
-    );
-    transport.port = addr.port();
-    let shells = psrp::session::list_shells(&psrp::session::WsmanSessionConfig::new(transport), STEP)
-        .await
-        .expect("Enumerate");
+    let shells = shells_on(&env, &host).await;
     let shell = shells
         .iter()
         .find(|s| s.shell_id.to_string().eq_ignore_ascii_case(&before))

@@ -345,23 +345,51 @@ impl Worker {
         }
     }
 
+    /// Answers a command as a session that is not open does; `Some` when the worker must stop.
+    /// A job asking to start means one is queued.
+    fn answer_while_down(&mut self, command: Option<Command>) -> Option<Shutdown> {
+        match command {
+            None => Some(Shutdown {
+                close_within: Duration::ZERO,
+                disconnect: false,
+                done: None,
+            }),
+            Some(Command::Shutdown {
+                close_within,
+                disconnect,
+                done,
+            }) => Some(Shutdown {
+                close_within,
+                disconnect,
+                done: Some(done),
+            }),
+            Some(Command::SetQueued(queued)) => {
+                self.queued = queued;
+                None
+            }
+            Some(Command::SetDisconnected(wanted)) => {
+                self.want_disconnected = wanted;
+                None
+            }
+            Some(Command::StartJob { reply, .. }) => {
+                self.queued = true;
+                let _ = reply.send(Err(StartError::NotOpen));
+                None
+            }
+        }
+    }
+
     /// Runs `work` while answering commands as a session that is not open does.
     async fn while_down<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Shutdown> {
         tokio::pin!(work);
         loop {
             tokio::select! {
                 result = &mut work => return Ok(result),
-                command = self.commands.recv() => match command {
-                    None => return Err(Shutdown { close_within: Duration::ZERO, disconnect: false, done: None }),
-                    Some(Command::Shutdown { close_within, disconnect, done }) => {
-                        return Err(Shutdown { close_within, disconnect, done: Some(done) });
+                command = self.commands.recv() => {
+                    if let Some(stop) = self.answer_while_down(command) {
+                        return Err(stop);
                     }
-                    Some(Command::SetQueued(queued)) => self.queued = queued,
-                    Some(Command::SetDisconnected(wanted)) => self.want_disconnected = wanted,
-                    Some(Command::StartJob { reply, .. }) => {
-                        let _ = reply.send(Err(StartError::NotOpen));
-                    }
-                },
+                }
             }
         }
     }
@@ -715,30 +743,9 @@ impl Worker {
                     }
                 };
             }
-            match self.commands.recv().await {
-                None => {
-                    return Next::Stop(Shutdown {
-                        close_within: Duration::ZERO,
-                        disconnect: false,
-                        done: None,
-                    });
-                }
-                Some(Command::Shutdown {
-                    close_within,
-                    disconnect,
-                    done,
-                }) => {
-                    return Next::Stop(Shutdown {
-                        close_within,
-                        disconnect,
-                        done: Some(done),
-                    });
-                }
-                Some(Command::SetQueued(queued)) => self.queued = queued,
-                Some(Command::SetDisconnected(wanted)) => self.want_disconnected = wanted,
-                Some(Command::StartJob { reply, .. }) => {
-                    let _ = reply.send(Err(StartError::NotOpen));
-                }
+            let command = self.commands.recv().await;
+            if let Some(stop) = self.answer_while_down(command) {
+                return Next::Stop(stop);
             }
         }
     }
@@ -772,31 +779,9 @@ impl Worker {
             if self.queued {
                 return Next::Open;
             }
-            match self.commands.recv().await {
-                None => {
-                    return Next::Stop(Shutdown {
-                        close_within: Duration::ZERO,
-                        disconnect: false,
-                        done: None,
-                    });
-                }
-                Some(Command::Shutdown {
-                    close_within,
-                    disconnect,
-                    done,
-                }) => {
-                    return Next::Stop(Shutdown {
-                        close_within,
-                        disconnect,
-                        done: Some(done),
-                    });
-                }
-                Some(Command::SetQueued(queued)) => self.queued = queued,
-                Some(Command::SetDisconnected(wanted)) => self.want_disconnected = wanted,
-                Some(Command::StartJob { reply, .. }) => {
-                    self.queued = true;
-                    let _ = reply.send(Err(StartError::NotOpen));
-                }
+            let command = self.commands.recv().await;
+            if let Some(stop) = self.answer_while_down(command) {
+                return Next::Stop(stop);
             }
         }
     }
