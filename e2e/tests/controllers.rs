@@ -455,6 +455,53 @@ async fn desired_state_disconnects_a_wsman_session_and_connects_it_again_with_it
 }
 
 #[tokio::test]
+async fn attach_adopts_a_disconnected_shell_made_elsewhere_with_its_state() {
+    let env = Env::new("ctl-wsman-attach", 1).await;
+    let host = env.hosts.host(0).clone();
+    // Someone else's client makes a shell, leaves a variable in it, and disconnects.
+    let elsewhere = wsman_as_password_user(&env, &host);
+    let session = psrp::session::Session::open_wsman(&elsewhere, Default::default())
+        .await
+        .expect("a shell made elsewhere");
+    let (shell, client_session) = (
+        session.shell_id().expect("shell id"),
+        session.wsman_session_id().expect("session id"),
+    );
+    session
+        .run_script(
+            "$adopted = 'made elsewhere'",
+            Vec::<(String, psrp::clixml::PsValue)>::new(),
+        )
+        .await
+        .expect("invoke")
+        .collect()
+        .await
+        .expect("ran");
+    session
+        .disconnect(Duration::from_secs(300), psrp::wsman::BufferMode::Block)
+        .await
+        .expect("disconnect");
+    drop(session);
+
+    env.apply(&wsman_session_yaml(
+        "adopted",
+        &host,
+        "h",
+        "NTLM",
+        &format!("attach: {{shellId: '{shell}', sessionId: '{client_session}'}}"),
+    ))
+    .await;
+    let ready = env.ready("adopted").await;
+    assert_eq!(
+        ready.status.and_then(|s| s.shell_id),
+        Some(shell.to_string()),
+        "the adopted shell, not a new one"
+    );
+    env.job("recall", "adopted", "Write-Output $adopted", "").await;
+    assert_eq!(output(&env.done("recall").await), "made elsewhere\n");
+}
+
+#[tokio::test]
 async fn a_wsman_session_with_a_wrong_password_is_auth_failed() {
     let env = Env::new("ctl-wsman-auth", 1).await;
     let host = env.hosts.host(0).clone();

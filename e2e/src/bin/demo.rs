@@ -174,7 +174,8 @@ async fn show(control_plane: &ControlPlane, namespace: &str) -> Result<()> {
 /// session goes to host 1 with the harness's key and known_hosts, a second one (password) to host 2;
 /// the WSMan session web01 goes to host 1's WS-Management listener (plain HTTP, NTLM-sealed, so its
 /// CA is left out) as the password user, and so does web02-maintenance, which is left
-/// disconnected there. The attached WSMan example waits for `attach` and is left out.
+/// disconnected there. The attached WSMan example names a shell made elsewhere, which does not
+/// exist here, and is left out.
 async fn examples(hosts: &TargetHosts, client: &kube::Client, namespace: &str) -> Result<String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let key = secrets.get("demo-key").await?;
@@ -234,7 +235,7 @@ async fn examples(hosts: &TargetHosts, client: &kube::Client, namespace: &str) -
                 ("PSJob", _) | ("Secret", _) => {}
                 _ => {
                     println!(
-                        "    (skipping {kind}/{name} from {}: adopting a shell made elsewhere comes later in issue 5)",
+                        "    (skipping {kind}/{name} from {}: it adopts a shell made elsewhere by its id, and there is none here)",
                         file.display()
                     );
                     continue;

@@ -215,15 +215,19 @@ async fn build_target(
             }
         }
     };
-    // Said plainly rather than ignored: a session of its own is not what this asks for.
-    if spec.attach.is_some() {
-        return Err(Blocker {
-            reason: Reason::Unsupported,
-            message: "attach is not supported by this version of the operator yet; remove it to open a \
-                      session of its own"
-                .into(),
-        });
-    }
+    // attach: a disconnected shell made elsewhere, by its id (and the client session it was made
+    // under, when known).
+    let attach = match &spec.attach {
+        Some(attach) => {
+            let shell: uuid::Uuid = attach.shell_id.parse().map_err(|_| Blocker {
+                reason: Reason::Unsupported,
+                message: format!("attach.shellId {} is not a shell id (a GUID)", attach.shell_id),
+            })?;
+            let session_id = attach.session_id.as_deref().and_then(|id| id.parse().ok());
+            Some((shell, session_id))
+        }
+        None => None,
+    };
     let disconnected = spec.desired_state == DesiredState::Disconnected;
     let credentials = fetch(spec.credentials_secret_ref.name.clone()).await?;
     let options = credentials::session_options(&spec);
@@ -251,12 +255,13 @@ async fn build_target(
                 Some(r) => Some(fetch(r.name.clone()).await?),
                 None => None,
             };
-            let session_id = ctx
-                .registry
-                .session_state(&key.uid)
-                .and_then(|w| w.wsman_session_id)
-                .or_else(|| session.status.as_ref().and_then(|s| s.wsman_session_id.clone()))
-                .and_then(|id| id.parse().ok());
+            let session_id = attach.and_then(|(_, id)| id).or_else(|| {
+                ctx.registry
+                    .session_state(&key.uid)
+                    .and_then(|w| w.wsman_session_id)
+                    .or_else(|| session.status.as_ref().and_then(|s| s.wsman_session_id.clone()))
+                    .and_then(|id| id.parse().ok())
+            });
             Connection::Wsman(credentials::wsman_session(
                 &spec,
                 &credentials,
@@ -272,6 +277,7 @@ async fn build_target(
         .or_else(|| session.status.as_ref().and_then(|s| s.instance_id.clone()));
     // A WSMan shell that an earlier operator process had (no worker here yet): connect to it.
     let connect_to = match &connection {
+        Connection::Wsman(_) if attach.is_some() => attach.map(|(shell, _)| shell),
         Connection::Wsman(_) if ctx.registry.session_state(&key.uid).is_none() => session
             .status
             .as_ref()
@@ -282,6 +288,7 @@ async fn build_target(
     Ok(SessionTarget {
         connection,
         connect_to,
+        attach: attach.is_some(),
         disconnected,
         options,
         idle_timeout,

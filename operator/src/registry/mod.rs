@@ -137,6 +137,8 @@ pub struct SessionTarget {
     /// A WSMan shell an earlier operator left (disconnected, or dropped by a crash): the first
     /// attempt connects to it, keeping its state, before opening a new one.
     pub connect_to: Option<uuid::Uuid>,
+    /// `attach`: `connect_to` is a shell made elsewhere to adopt; nothing else is opened instead.
+    pub attach: bool,
     /// `desiredState: Disconnected` when the worker starts (later changes: [`Registry::set_disconnected`]).
     pub disconnected: bool,
 }

@@ -220,8 +220,15 @@ impl Worker {
                 s.current_job = None;
             });
             // A shell an earlier operator left: connecting keeps its state; only if that fails is a
-            // new one opened.
-            if let Some(shell) = self.target.connect_to.take() {
+            // new one opened. A shell to adopt (`attach`) is connected to on every attempt, and
+            // nothing else is opened in its place.
+            let connect_to = if self.target.attach {
+                self.target.connect_to
+            } else {
+                self.target.connect_to.take()
+            };
+            let mut failed_connect = None;
+            if let Some(shell) = connect_to {
                 let started = Instant::now();
                 let (connection, options) = (self.target.connection.clone(), self.target.options.clone());
                 let connect = async move { connection.connect(shell, options).await };
@@ -236,30 +243,36 @@ impl Worker {
                         self.opened(session);
                         return Next::Serve;
                     }
+                    Ok(Err(error)) if self.target.attach => failed_connect = Some((error, started)),
                     Ok(Err(error)) => {
                         info!(shell_id = %shell, reason = error.reason(), "could not connect to the shell left before; opening a new one");
                     }
                 }
             }
-            // A WSMan shell's id is chosen here and on record before the Create goes out.
-            let shell_id = match &self.target.connection {
-                Connection::Wsman(wsman) => {
-                    let shell_id = uuid::Uuid::new_v4();
-                    let session_id = wsman.session_id.map(|id| id.to_string());
-                    self.publish(|s| {
-                        s.shell_id = Some(shell_id.to_string());
-                        s.wsman_session_id = session_id;
-                    });
-                    Some(shell_id)
+            let (result, started) = match failed_connect {
+                Some((error, started)) => (Err(error), started),
+                None => {
+                    // A WSMan shell's id is chosen here and on record before the Create goes out.
+                    let shell_id = match &self.target.connection {
+                        Connection::Wsman(wsman) => {
+                            let shell_id = uuid::Uuid::new_v4();
+                            let session_id = wsman.session_id.map(|id| id.to_string());
+                            self.publish(|s| {
+                                s.shell_id = Some(shell_id.to_string());
+                                s.wsman_session_id = session_id;
+                            });
+                            Some(shell_id)
+                        }
+                        Connection::Ssh(_) => None,
+                    };
+                    let started = Instant::now();
+                    let (connection, options) = (self.target.connection.clone(), self.target.options.clone());
+                    let open = async move { connection.open(shell_id, options).await };
+                    match self.while_down(open).await {
+                        Ok(result) => (result, started),
+                        Err(stop) => return Next::Stop(stop),
+                    }
                 }
-                Connection::Ssh(_) => None,
-            };
-            let started = Instant::now();
-            let (connection, options) = (self.target.connection.clone(), self.target.options.clone());
-            let open = async move { connection.open(shell_id, options).await };
-            let result = match self.while_down(open).await {
-                Ok(result) => result,
-                Err(stop) => return Next::Stop(stop),
             };
             match result {
                 Ok(session) => {
